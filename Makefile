@@ -1,0 +1,36 @@
+# Two commands do everything:  make reproduce   (regenerate results/, demo profile)
+#                              make test        (unit, notebook and real-data tests)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= demo
+ONLY ?=
+# The OpenKBP copy to read; without one, notebook 01 downloads OpenKBP from upstream.
+SHARED_OPENKBP := $(wildcard $(CURDIR)/../shared/datasets/openkbp)
+export RPRLOC_OPENKBP_SOURCE ?= $(SHARED_OPENKBP)
+
+.PHONY: reproduce test env smoke benchmarks clean-env
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+env: $(VENV)/.installed
+
+reproduce: $(VENV)/.installed
+	$(PY) -m rprloc_core.reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+smoke: $(VENV)/.installed
+	$(PY) -m rprloc_core.reproduce --profile smoke
+
+benchmarks: $(VENV)/.installed
+	$(PY) benchmarks/data_pipeline.py --profile $(PROFILE)
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,126 @@
+"""The converted, preprocessed dataset of a profile: where it is, which cases, loading them."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import cases
+from .errors import DataError, MissingOrganError
+from .paths import data_dir
+from .preprocess import PreprocessedCase, PreprocessParams, load_preprocessed, preprocess_case
+
+CASES_ENV = "RPRLOC_CASES_DIR"
+
+
+def dataset_root(cfg: dict) -> Path:
+    dataset = cfg["data"]["dataset"]
+    if dataset == "cases":  # a user's own data, already in the standard layout
+        if CASES_ENV not in os.environ:
+            raise DataError(None, f"profile {cfg['name']!r} reads a standard case folder: set ${CASES_ENV}")
+        return Path(os.environ[CASES_ENV]).resolve().parent
+    return data_dir() / dataset
+
+
+def cases_root(cfg: dict) -> Path:
+    if cfg["data"]["dataset"] == "cases":
+        return Path(os.environ[CASES_ENV]).resolve()
+    return dataset_root(cfg) / "cases"
+
+
+def cache_root(cfg: dict) -> Path:
+    return dataset_root(cfg) / "cache"
+
+
+def preprocess_params(cfg: dict) -> PreprocessParams:
+    p = cfg["preprocess"]
+    return PreprocessParams(spacing_zyx=tuple(float(v) for v in p["spacing_zyx"]),
+                            air_threshold_hu=float(p.get("air_threshold_hu", -600.0)),
+                            ct_interpolator=p.get("ct_interpolator", "linear"))
+
+
+def case_table(cfg: dict) -> pd.DataFrame:
+    return cases.read_case_table(cases_root(cfg))
+
+
+def case_ids(cfg: dict, split: str, organ: str | None = None, table: pd.DataFrame | None = None) -> list[str]:
+    """Cases of a split; with `organ`, only those whose mask of that organ exists."""
+    table = case_table(cfg) if table is None else table
+    rows = table[table["split"] == split]
+    if organ is not None:
+        rows = rows[rows["organs"].map(lambda organs: organ in organs)]
+    return rows["case_id"].tolist()
+
+
+@lru_cache(maxsize=512)
+def _load_cached(cases_dir: str, case_id: str, params: PreprocessParams, cache_dir: str) -> PreprocessedCase:
+    return load_preprocessed(preprocess_case(cases_dir, case_id, params, cache_dir))
+
+
+def load_case(cfg: dict, case_id: str) -> PreprocessedCase:
+    """A preprocessed case (preprocessed now if it is not in the cache yet). Kept in memory."""
+    return _load_cached(str(cases_root(cfg)), case_id, preprocess_params(cfg), str(cache_root(cfg)))
+
+
+def organ_mask(case: PreprocessedCase, organ: str) -> np.ndarray:
+    if organ not in case.labels:
+        raise MissingOrganError(case.case_id, f"case {case.case_id} has no {organ} mask "
+                                              f"(has: {', '.join(sorted(case.labels)) or 'none'})")
+    return case.labels[organ]
+
+
+def case_geometry(cfg: dict, table: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per case: split, organs, spacing and shape before and after preprocessing."""
+    import json
+
+    from .preprocess import cache_path
+
+    table = case_table(cfg) if table is None else table
+    params = preprocess_params(cfg)
+    rows = []
+    for row in table.itertuples(index=False):
+        out = {"case_id": row.case_id, "split": row.split, "organs": ";".join(row.organs)}
+        for axis in "zyx":
+            out[f"spacing_{axis}_mm"] = getattr(row, f"spacing_{axis}_mm")
+            out[f"shape_{axis}"] = getattr(row, f"shape_{axis}")
+        path = cache_path(cache_root(cfg), params, row.case_id)
+        if path.is_file():
+            with np.load(path) as data:
+                info = json.loads(str(data["meta"]))
+            for axis, spacing, size in zip("zyx", info["spacing_zyx"], info["shape_zyx"]):
+                out[f"resampled_spacing_{axis}_mm"] = spacing
+                out[f"resampled_shape_{axis}"] = size
+            out["organs_lost_in_resampling"] = ";".join(info["organs_lost_in_resampling"])
+            coverage = info.get("organ_ct_coverage", {})
+            out["min_organ_ct_coverage"] = min(coverage.values()) if coverage else np.nan
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def dataset_summary(geometry: pd.DataFrame, organs) -> pd.DataFrame:
+    """One row per split (and 'all'): case counts, organ counts, spacing and size statistics."""
+    rows = []
+    for split, part in [*geometry.groupby("split", sort=False), ("all", geometry)]:
+        row = {"split": split, "n_cases": len(part)}
+        for organ in organs:
+            row[f"n_{organ}"] = int(part["organs"].str.split(";").map(lambda o: organ in o).sum())
+        for axis in "zyx":
+            s = part[f"spacing_{axis}_mm"]
+            row[f"spacing_{axis}_mm_min"] = s.min()
+            row[f"spacing_{axis}_mm_median"] = s.median()
+            row[f"spacing_{axis}_mm_max"] = s.max()
+        for axis in "zyx":
+            if f"resampled_spacing_{axis}_mm" in part:
+                row[f"resampled_spacing_{axis}_mm"] = part[f"resampled_spacing_{axis}_mm"].median()
+        if "min_organ_ct_coverage" in part:
+            # cases where some organ lies more than half in voxels without CT tissue
+            row["n_organ_ct_coverage_below_50pct"] = int((part["min_organ_ct_coverage"] < 0.5).sum())
+        for axis in "zyx":
+            if f"resampled_shape_{axis}" in part:
+                row[f"resampled_shape_{axis}_median"] = part[f"resampled_shape_{axis}"].median()
+        rows.append(row)
+    return pd.DataFrame(rows)

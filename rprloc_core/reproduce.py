@@ -1,0 +1,123 @@
+"""Run the numbered notebooks of a profile with papermill and record what was run.
+
+    python -m rprloc_core.reproduce --profile demo [--only 01 03] [--set preprocess.workers=1]
+
+Notebook sources are the py:percent files `notebooks/NN_*.py` (the paired .ipynb are kept in step
+by jupytext). Executed copies go to `results/<profile>/executed/`, and `manifest.json` records the
+parameters, seed, git commit, package versions and wall time of every notebook. A notebook that
+fails stops the run; the ones before it keep their results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .config import load_profile
+from .paths import PROJECT_ROOT, results_dir
+from .reporting import write_json
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+PACKAGES = ("torch", "numpy", "SimpleITK", "pandas", "matplotlib", "papermill", "jupytext", "ipywidgets")
+
+
+def notebook_sources(only=None) -> list[Path]:
+    sources = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
+    if only:
+        sources = [s for s in sources if any(s.name.startswith(str(o).zfill(2)) for o in only)]
+        if not sources:
+            raise SystemExit(f"no notebook matches --only {' '.join(map(str, only))}")
+    return sources
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def execute(source: Path, profile: str, overrides: dict, out_dir: Path, progress: bool = True) -> float:
+    """Execute one notebook source with papermill; returns the wall time in seconds."""
+    import jupytext
+    import papermill
+
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    output = out_dir / f"{source.stem}.ipynb"
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        input_path = Path(tmp) / f"{source.stem}.ipynb"
+        jupytext.write(notebook, input_path)
+        papermill.execute_notebook(str(input_path), str(output), parameters={"profile": profile, **overrides},
+                                   kernel_name="python3", cwd=str(PROJECT_ROOT), progress_bar=progress,
+                                   log_output=False)
+    return time.perf_counter() - start
+
+
+def parse_overrides(pairs) -> dict:
+    """--set name=value pairs; values are Python literals where they parse as one."""
+    overrides = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="demo", help="smoke, demo or paper (default demo)")
+    parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 01 03")
+    parser.add_argument("--set", nargs="*", dest="overrides", metavar="NAME=VALUE",
+                        help="notebook parameters to pass through papermill")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    cfg = load_profile(args.profile)  # fail early on a bad profile name
+    results = results_dir(args.profile)
+    overrides = parse_overrides(args.overrides)
+    manifest_path = results / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest.update({"profile": args.profile, "profile_settings": cfg, "seed": cfg.get("seed"),
+                     "git_commit": git_commit(), "packages": package_versions(),
+                     "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                                 "cpus": __import__("os").cpu_count()}})
+    manifest.setdefault("notebooks", {})
+    for source in notebook_sources(args.only):
+        print(f"== {source.name} (profile {args.profile})", flush=True)
+        wall = execute(source, args.profile, overrides, results / "executed", progress=not args.quiet)
+        manifest["notebooks"][source.stem] = {
+            "wall_time_s": round(wall, 1), "parameters": {"profile": args.profile, **overrides},
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": manifest["git_commit"]}
+        write_json(manifest, manifest_path)
+        print(f"   done in {wall:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from rprloc_core.errors import EmptyMaskError
+from rprloc_core.geometry import (box_from_landmarks, bounding_box, diagonal_points, extreme_points,
+                                  index_to_lps, lps_to_index, xyz_to_zyx, zyx_to_xyz)
+
+
+def test_axis_order_round_trip():
+    v = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    assert np.array_equal(xyz_to_zyx(v), [[3, 2, 1], [6, 5, 4]])
+    assert np.array_equal(zyx_to_xyz(xyz_to_zyx(v)), v)
+
+
+def test_index_physical_round_trip_with_direction():
+    image = sitk.Image(10, 12, 14, sitk.sitkUInt8)  # x, y, z sizes
+    image.SetSpacing((0.8, 1.5, 3.0))
+    image.SetOrigin((-20.0, 5.0, 100.0))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))  # RAS-like flips
+    idx = np.array([[2.0, 3.5, 4.25], [0, 0, 0]])  # z, y, x
+    pos = index_to_lps(image, idx)
+    for p, i in zip(pos, idx):  # agrees with SimpleITK itself
+        assert np.allclose(p, image.TransformContinuousIndexToPhysicalPoint(tuple(i[::-1])))
+    assert np.allclose(lps_to_index(image, pos), idx)
+
+
+def test_bounding_box_and_points_by_hand():
+    mask = np.zeros((5, 6, 7), np.uint8)
+    mask[1, 2, 3] = 1
+    mask[3, 4, 5] = 1
+    mask[2, 1:4, 2] = 1          # voxels (2,1,2), (2,2,2), (2,3,2)
+    lo, hi = bounding_box(mask)
+    assert lo.tolist() == [1, 1, 2] and hi.tolist() == [3, 4, 5]
+    pts = extreme_points(mask)
+    # z_min face holds only (1,2,3); y_min face only (2,1,2); x_min face (2,1,2),(2,2,2),(2,3,2) -> median (2,2,2)
+    assert pts[0].tolist() == [1, 2, 3]
+    assert pts[1].tolist() == [3, 4, 5]
+    assert pts[2].tolist() == [2, 1, 2]
+    assert pts[4].tolist() == [2, 2, 2]
+    centroid = extreme_points(mask, rule="centroid")
+    assert centroid[4].tolist() == [2, 2, 2]
+    assert np.array_equal(diagonal_points(mask), [[1, 1, 2], [3, 4, 5]])
+    box = box_from_landmarks(pts, "extreme")
+    assert np.array_equal(box[0], lo) and np.array_equal(box[1], hi)
+
+
+def test_one_voxel_organ():
+    mask = np.zeros((4, 4, 4), bool)
+    mask[2, 1, 3] = True
+    pts = extreme_points(mask)
+    assert np.all(pts == [2, 1, 3])
+    lo, hi = bounding_box(mask)
+    assert np.array_equal(lo, hi)
+
+
+def test_empty_mask_is_a_clear_error():
+    with pytest.raises(EmptyMaskError, match="Brainstem.*empty"):
+        extreme_points(np.zeros((3, 3, 3)), name="Brainstem")
