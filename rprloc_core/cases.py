@@ -80,8 +80,8 @@ def write_case(root, case_id: str, image: sitk.Image, labels: dict, split: str, 
         meta = {
             "case_id": case_id, "split": split, "source": source,
             "organs": sorted(canonical),
-            "spacing_z_mm": spacing_zyx(image)[0], "spacing_y_mm": spacing_zyx(image)[1],
-            "spacing_x_mm": spacing_zyx(image)[2],
+            # NIfTI stores spacing as float32: round away the float32 noise (0.98 -> 0.9800000191)
+            **{f"spacing_{a}_mm": round(float(s), 5) for a, s in zip("zyx", spacing_zyx(image))},
             "shape_z": shape_zyx(image)[0], "shape_y": shape_zyx(image)[1], "shape_x": shape_zyx(image)[2],
         }
         meta.update(extra or {})
