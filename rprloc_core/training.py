@@ -1,0 +1,281 @@
+"""Train a Pnet (coarse or fine) on unlabelled volumes, with checkpoints and resume (METHOD 3.2, 8).
+
+Loss: MSE between predicted and true offsets in mm, averaged over all ordered pairs of every group
+and over the three axes (what torch's MSELoss gives). Reported losses are always mm^2; the
+optimised loss is optionally divided by mean(r^2), a constant that keeps gradients near 1 (Adam is
+almost invariant to it, but weight decay is not, so it is a recorded option).
+
+Files in `out_dir`: `best.pt` (lowest validation loss; a plain PNet checkpoint), `last.pt` (model,
+optimizer, scheduler, step, RNG state, history: everything a resumed run needs), `history.csv`
+(one row per validation; rewritten whole from the history each time, so it always agrees with
+`last.pt`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .patches import cut_patches, require_volume_fits_patch
+from .pnet import (TRAINING_STATE_FORMAT, PNet, atomic_torch_save, checkpoint_payload, predict_offset_mm,
+                   save_checkpoint)
+from .sampling import PatchGroups, draw_training_groups, fixed_validation_pairs, off_diagonal, pair_offsets_mm
+from .volume import Volume
+
+# Fields a resumed run may change without changing what is being trained.
+RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "coarse"                      # 'coarse' | 'fine'
+    variant: str = "han"                      # 'han' | 'pancreas'
+    base_width: int = 16
+    patch_size: tuple = (16, 16, 16)
+    r_mm: float | tuple = 300.0               # scalar or per-axis (z, y, x)
+    downsample: int | tuple = 1               # of the base grid, e.g. 2: 3x2x2 mm -> 6x4x4 mm
+    fine_range_vox: tuple | None = None       # fine mode: largest pairwise offset per axis, voxels
+    volumes_per_step: int = 4
+    patches_per_volume: int = 8
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_decay: float = 0.9
+    lr_decay_every: int = 500                 # steps
+    val_every: int = 100                      # steps
+    val_pairs: int = 2000
+    seed: int = 0
+    time_limit_s: float | None = None         # per call; saves last.pt and stops
+    head_activation: str | None = None
+    normalise_loss: bool = True               # optimise mse / mean(r^2); report mm^2 either way
+
+    def to_dict(self) -> dict:
+        """Plain types only (lists, not tuples or arrays), for checkpoints and JSON."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, (tuple, list, np.ndarray)):
+                value = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(value).tolist()]
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def resolve_device(device=None) -> torch.device:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def model_grids(volumes: Sequence[Volume], downsample, what: str, patch_size) -> list[Volume]:
+    """The volumes on the model's grid; they must share one spacing (offsets are index * spacing)."""
+    if len(volumes) == 0:
+        raise ValueError(f"no {what} volumes")
+    grids = [v.downsample(downsample) for v in volumes]
+    spacing = grids[0].spacing
+    for i, g in enumerate(grids):
+        if not np.allclose(g.spacing, spacing):
+            raise ValueError(f"{what} volume {i} has spacing {g.spacing} mm, volume 0 has {spacing} mm; "
+                             "resample all volumes to one spacing first")
+        require_volume_fits_patch(g.shape, patch_size, f"{what} volume {i} on the model grid")
+    return grids
+
+
+def build_model(config: TrainConfig, spacing_mm) -> PNet:
+    """A freshly initialised PNet; weights depend only on config.seed (global RNG left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, 7]).generate_state(1)[0]))
+        return PNet(config.variant, config.base_width, config.patch_size, config.r_mm,
+                    spacing_mm=spacing_mm, head_activation=config.head_activation)
+
+
+def _group_patches(grids: Sequence[Volume], groups: PatchGroups, patch_size, device) -> torch.Tensor:
+    patches = [cut_patches(grids[v].array, c, patch_size, device) for v, c in zip(groups.volume_index, groups.centres)]
+    return torch.cat(patches)
+
+
+def pair_errors_mm(model: PNet, patches: torch.Tensor, groups: PatchGroups, spacing, r_mm) -> torch.Tensor:
+    """(pred - true) offsets in mm for every ordered pair, shape (G, n (n - 1), 3)."""
+    g, n = groups.centres.shape[:2]
+    p = model(patches).view(g, n, 3)
+    pred = predict_offset_mm(p[:, :, None, :], p[:, None, :, :], r_mm)       # [g, i, j]: query j -> support i
+    true = torch.as_tensor(pair_offsets_mm(groups.centres, spacing), dtype=pred.dtype, device=pred.device)
+    mask = torch.as_tensor(off_diagonal(n), device=pred.device)
+    return (pred - true)[:, mask]
+
+
+@torch.no_grad()
+def validation_loss_mm2(model: PNet, grids: Sequence[Volume], groups: PatchGroups, spacing, r_mm,
+                        device, groups_per_batch: int = 8) -> float:
+    """MSE (mm^2) over the fixed validation pairs, in chunks of groups to bound memory."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, groups.n_groups, groups_per_batch):
+        chunk = PatchGroups(groups.volume_index[start:start + groups_per_batch],
+                            groups.centres[start:start + groups_per_batch])
+        err = pair_errors_mm(model, _group_patches(grids, chunk, model.patch_size, device), chunk, spacing, r_mm)
+        total += float(err.pow(2).sum())
+        count += err.numel()
+    model.train(was_training)
+    return total / count
+
+
+def _check_resume_compatible(saved: dict, config: TrainConfig, path: Path) -> None:
+    now = config.to_dict()
+    different = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if different:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in different)
+        raise ValueError(f"{path}: cannot resume, the training config changed ({details}); "
+                         "use another out_dir or restore the config")
+
+
+def _summary(state: dict, config: TrainConfig, out_dir: Path, wall_s: float, stopped: str, resumed: bool) -> dict:
+    return {"steps": state["step"], "target_steps": config.steps, "best_val_loss_mm2": state["best_val"],
+            "best_step": state["best_step"], "wall_s": wall_s, "train_time_s": state["train_time_s"],
+            "pairs_per_s": state["pairs"] / state["train_time_s"] if state["train_time_s"] > 0 else float("nan"),
+            "stopped": stopped, "resumed": resumed,
+            "best_path": str(out_dir / "best.pt"), "last_path": str(out_dir / "last.pt")}
+
+
+def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes: Sequence[Volume],
+               out_dir, device=None, progress: bool = True) -> dict:
+    """Train (or resume training of) one Pnet. Volumes are on the base grid; the model's grid is
+    `config.downsample` of it. Returns a summary dict (steps, best_val_loss_mm2, wall_s,
+    pairs_per_s, ...). If `out_dir/last.pt` already reached `config.steps`, returns at once."""
+    t_call = time.perf_counter()
+    device = resolve_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+
+    train_grids = model_grids(train_volumes, config.downsample, "training", config.patch_size)
+    val_grids = model_grids(val_volumes, config.downsample, "validation", config.patch_size)
+    spacing = train_grids[0].spacing
+    if not np.allclose(val_grids[0].spacing, spacing):
+        raise ValueError(f"validation spacing {val_grids[0].spacing} mm differs from training spacing {spacing} mm")
+
+    train_seq, val_seq = np.random.SeedSequence(config.seed).spawn(2)
+    val_groups = fixed_validation_pairs(val_grids, config.val_pairs, config.mode, np.random.default_rng(val_seq),
+                                        config.patches_per_volume, config.fine_range_vox)
+    rng = np.random.default_rng(train_seq)
+    model = build_model(config, [float(s) for s in spacing]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
+    state = {"step": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0, "pairs": 0,
+             "history": [], "train_losses": []}
+
+    resumed = last_path.exists()
+    if resumed:
+        saved = torch.load(last_path, map_location="cpu", weights_only=True)
+        if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
+            raise ValueError(f"{last_path}: not a training state written by train_pnet")
+        _check_resume_compatible(saved["train_config"], config, last_path)
+        model.load_state_dict(saved["pnet"]["state_dict"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        rng.bit_generator.state = saved["rng_state"]
+        state.update(saved["progress"])
+        if state["step"] >= config.steps:
+            return _summary(state, config, out_dir, time.perf_counter() - t_call, "already_done", True)
+
+    r_mm = model.r_mm
+    r2 = float(np.mean(np.square(r_mm))) if config.normalise_loss else 1.0
+
+    def evaluate_and_save(train_loss: float) -> float:
+        val = validation_loss_mm2(model, val_grids, val_groups, spacing, r_mm, device)
+        state["history"].append({"step": state["step"], "lr": optimizer.param_groups[0]["lr"],
+                                 "train_loss_mm2": train_loss, "val_loss_mm2": val,
+                                 "train_time_s": state["train_time_s"],
+                                 "pairs_per_s": state["pairs"] / state["train_time_s"] if state["train_time_s"] else float("nan")})
+        if val < state["best_val"]:
+            state["best_val"], state["best_step"] = val, state["step"]
+            save_checkpoint(best_path, model, {"step": state["step"], "val_loss_mm2": val,
+                                               "train_config": config.to_dict()})
+        atomic_torch_save({"format": TRAINING_STATE_FORMAT, "version": 1, "train_config": config.to_dict(),
+                           "pnet": checkpoint_payload(model), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "rng_state": rng.bit_generator.state,
+                           "progress": state}, last_path)
+        history_frame(state["history"]).to_csv(out_dir / ".history.csv.tmp", index=False)
+        (out_dir / ".history.csv.tmp").replace(out_dir / "history.csv")
+        return val
+
+    if not resumed:
+        evaluate_and_save(float("nan"))   # the untrained model's loss: the baseline of every curve
+
+    model.train()
+    bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc=f"Pnet {config.mode}")
+    stopped = "steps"
+    since_val: list[float] = []
+    pairs_per_step = config.volumes_per_step * config.patches_per_volume * (config.patches_per_volume - 1)
+    while state["step"] < config.steps:
+        t0 = time.perf_counter()
+        groups = draw_training_groups(train_grids, config.volumes_per_step, config.patches_per_volume,
+                                      config.mode, rng, config.fine_range_vox)
+        patches = _group_patches(train_grids, groups, config.patch_size, device)
+        err = pair_errors_mm(model, patches, groups, spacing, r_mm)
+        mse_mm2 = err.pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        (mse_mm2 / r2).backward()
+        optimizer.step()
+        scheduler.step()
+        state["train_time_s"] += time.perf_counter() - t0
+        state["step"] += 1
+        state["pairs"] += pairs_per_step
+        loss = float(mse_mm2.detach())
+        state["train_losses"].append(loss)
+        since_val.append(loss)
+        bar.update(1)
+        out_of_time = config.time_limit_s is not None and time.perf_counter() - t_call >= config.time_limit_s
+        if state["step"] % config.val_every == 0 or state["step"] == config.steps or out_of_time:
+            val = evaluate_and_save(float(np.mean(since_val)))
+            since_val = []
+            bar.set_postfix(train_mm2=f"{loss:.0f}", val_mm2=f"{val:.0f}", best=f"{state['best_val']:.0f}")
+        else:
+            bar.set_postfix(train_mm2=f"{loss:.0f}", best=f"{state['best_val']:.0f}")
+        if out_of_time and state["step"] < config.steps:
+            stopped = "time_limit"
+            break
+    bar.close()
+    return _summary(state, config, out_dir, time.perf_counter() - t_call, stopped, resumed)
+
+
+def history_frame(history) -> pd.DataFrame:
+    columns = ["step", "lr", "train_loss_mm2", "val_loss_mm2", "train_time_s", "pairs_per_s"]
+    return pd.DataFrame(list(history), columns=columns)
+
+
+def load_history(out_dir) -> pd.DataFrame:
+    return pd.read_csv(Path(out_dir) / "history.csv")
+
+
+def plot_history(history, ax=None, title: str | None = None):
+    """Training (mean since the previous validation) and validation MSE in mm^2 against step, log y.
+    `history`: a DataFrame from `load_history` or a run directory."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(history, pd.DataFrame):
+        history = load_history(history)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(history["step"], history["train_loss_mm2"], label="training pairs (mean since last validation)")
+    ax.plot(history["step"], history["val_loss_mm2"], marker="o", ms=3, label="fixed validation pairs")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("offset MSE (mm$^2$)")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax

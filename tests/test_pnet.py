@@ -1,0 +1,102 @@
+"""PNet: shapes, layer table, offset rule, checkpoints and their errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from rprloc_core.pnet import (CheckpointError, PNet, checkpoint_payload, layer_table, load_pnet,
+                              predict_offset_mm, read_checkpoint, save_checkpoint)
+
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("variant", ["han", "pancreas"])
+@pytest.mark.parametrize("patch_size", [(16, 16, 16), (16, 32, 32), (8, 8, 8), (5, 12, 12)])
+def test_output_shape_and_layer_table(variant, patch_size):
+    model = PNet(variant, base_width=2, patch_size=patch_size)
+    out = model(torch.randn(3, 1, *patch_size))
+    assert out.shape == (3, 3)
+    table = layer_table(model, patch_size)
+    assert table["params"].sum() == sum(p.numel() for p in model.parameters())
+    assert table["output_shape"].iloc[-1] == (3,)
+    # every spatial axis stays at least 2 voxels long (InstanceNorm needs more than one voxel)
+    block5 = table.set_index("layer").loc["encoder.block5", "output_shape"]
+    assert block5[0] == 4 * 2 and min(block5[1:]) >= 2
+
+
+def test_paper_size_matches_authors_fc_input():
+    # 16 x 64 x 64 patches, b = 16: three poolings by 2 -> fc_in = prod(patch) / 512 * 4b, as in the authors' code
+    model = PNet("han", 16, (16, 64, 64))
+    assert model.fc_in == 16 * 64 * 64 // 512 * 64
+
+
+def test_head_activation_option():
+    assert not any(isinstance(m, torch.nn.ReLU) for m in PNet("han", 2, (8, 8, 8)).head)
+    assert sum(isinstance(m, torch.nn.ReLU) for m in PNet("han", 2, (8, 8, 8), head_activation="relu").head) == 2
+    with pytest.raises(ValueError):
+        PNet("han", 2, (8, 8, 8), head_activation="sigmoid")
+    with pytest.raises(ValueError, match="variant"):
+        PNet("lung", 2, (8, 8, 8))
+
+
+def test_wrong_patch_shape_is_a_clear_error():
+    with pytest.raises(ValueError, match="expects patches"):
+        PNet("han", 2, (8, 8, 8))(torch.zeros(1, 1, 8, 8, 9))
+
+
+def test_predict_offset_scalar_and_per_axis_r():
+    ps, pq = torch.tensor([[0.5, 0.0, -0.2]]), torch.tensor([[0.0, 0.0, 0.3]])
+    expected = 30.0 * torch.tanh(ps - pq)
+    assert torch.allclose(predict_offset_mm(ps, pq, 30.0), expected)
+    r = [10.0, 20.0, 30.0]
+    assert torch.allclose(predict_offset_mm(ps, pq, r), torch.tensor(r) * torch.tanh(ps - pq))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = PNet("han", 2, (8, 16, 16), r_mm=[15.0, 30.0, 30.0], spacing_mm=[3.0, 2.0, 2.0])
+    path = tmp_path / "sub" / "model.pt"
+    save_checkpoint(path, model, {"step": 3})
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]   # no temporary file left
+    loaded = load_pnet(path, "cpu")
+    assert loaded.config == model.config
+    assert not loaded.training
+    x = torch.randn(2, 1, 8, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert read_checkpoint(path)["extra"] == {"step": 3}
+    load_pnet(path, expected={"patch_size": (8, 16, 16), "variant": "han"})
+
+
+def test_other_architecture_is_a_clear_error(tmp_path):
+    small, other = PNet("han", 2, (8, 8, 8)), PNet("pancreas", 2, (8, 8, 8))
+    path = tmp_path / "mixed.pt"
+    payload = checkpoint_payload(small)
+    payload["state_dict"] = other.state_dict()          # weights of another architecture
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="do not match") as info:
+        load_pnet(path)
+    assert str(path) in str(info.value)
+
+    good = tmp_path / "good.pt"
+    save_checkpoint(good, small)
+    with pytest.raises(CheckpointError, match="patch_size") as info:
+        load_pnet(good, expected={"patch_size": [16, 32, 32]})
+    assert str(good) in str(info.value)
+
+
+def test_non_checkpoint_files_are_clear_errors(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as info:
+        load_pnet(text)
+    assert str(text) in str(info.value)
+
+    other = tmp_path / "autoencoder.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(CheckpointError, match="not a PNet checkpoint"):
+        load_pnet(other)
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pnet(tmp_path / "missing.pt")
+    assert issubclass(CheckpointError, ValueError)

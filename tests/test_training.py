@@ -1,0 +1,97 @@
+"""Training: the loss goes down on structured phantoms, checkpoints, resume, time limit."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from rprloc_core.pnet import load_pnet, read_checkpoint
+from rprloc_core.training import TrainConfig, load_history, plot_history, train_pnet
+from rprloc_core.volume import Volume
+
+torch.set_num_threads(1)
+
+
+def phantom(seed: int, shape=(20, 28, 28)) -> Volume:
+    """A head-like phantom: an ellipsoid body in air with a few bright and dark blobs at fixed
+    anatomical places (jittered per 'patient') and smooth random texture."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"), -1)
+    shift = rng.normal(0, 0.05, 3)
+    g = grid - shift
+    body = ((g / [0.95, 0.85, 0.8]) ** 2).sum(-1) < 1
+    img = 0.35 + 0.05 * rng.random(shape)
+    for centre, radius, value in [((-0.5, 0.0, 0.0), 0.3, 0.9), ((0.4, -0.3, 0.3), 0.25, 0.1),
+                                  ((0.3, 0.4, -0.4), 0.2, 0.7), ((0.0, 0.5, 0.3), 0.2, 0.6)]:
+        d = np.linalg.norm(g - np.asarray(centre), axis=-1)
+        img = np.where(d < radius, value, img)
+    return Volume(np.where(body, img, 0.0).astype(np.float32), (3.0, 2.0, 2.0))
+
+
+def small_config(**changes) -> TrainConfig:
+    config = TrainConfig(mode="coarse", variant="han", base_width=4, patch_size=(6, 8, 8), r_mm=60.0,
+                         downsample=1, volumes_per_step=2, patches_per_volume=6, steps=40, lr=3e-3,
+                         lr_decay_every=20, val_every=10, val_pairs=300, seed=0)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    return [phantom(s) for s in range(4)], [phantom(s) for s in range(10, 12)]
+
+
+def test_short_training_lowers_validation_loss(volumes, tmp_path):
+    train, val = volumes
+    summary = train_pnet(small_config(), train, val, tmp_path, device="cpu", progress=False)
+    history = load_history(tmp_path)
+    assert summary["steps"] == 40 and summary["stopped"] == "steps"
+    assert list(history["step"]) == [0, 10, 20, 30, 40]
+    untrained = history["val_loss_mm2"].iloc[0]
+    assert summary["best_val_loss_mm2"] < 0.8 * untrained
+    assert summary["pairs_per_s"] > 0 and np.isnan(history["train_loss_mm2"].iloc[0])
+    best = load_pnet(tmp_path / "best.pt")
+    assert best.config["spacing_mm"] == [3.0, 2.0, 2.0] and best.config["patch_size"] == [6, 8, 8]
+    assert read_checkpoint(tmp_path / "best.pt")["extra"]["step"] == summary["best_step"]
+    import matplotlib
+    matplotlib.use("Agg")
+    assert plot_history(history).get_ylabel().startswith("offset MSE")
+
+
+def test_resume_gives_the_same_weights_as_one_run(volumes, tmp_path):
+    train, val = volumes
+    config = small_config(steps=8, val_every=3, lr_decay_every=4, mode="fine", fine_range_vox=(4, 6, 6),
+                          r_mm=[12.0, 12.0, 12.0], downsample=(1, 2, 2), patch_size=(6, 6, 6))
+    one = train_pnet(config, train, val, tmp_path / "one", device="cpu", progress=False)
+    config.steps = 5
+    first = train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
+    assert first["steps"] == 5
+    config.steps = 8
+    second = train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
+    assert second["resumed"] and second["steps"] == 8 and one["steps"] == 8
+    a = read_checkpoint(tmp_path / "one" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "two" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_history(tmp_path / "two")["step"].tolist() == [0, 3, 5, 6, 8]
+    again = train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
+    assert again["stopped"] == "already_done" and again["steps"] == 8
+    assert load_pnet(tmp_path / "two" / "last.pt").config["spacing_mm"] == [3.0, 4.0, 4.0]
+
+
+def test_time_limit_and_changed_config(volumes, tmp_path):
+    train, val = volumes
+    summary = train_pnet(small_config(time_limit_s=0.0, val_pairs=60), train, val, tmp_path, progress=False)
+    assert summary["stopped"] == "time_limit" and summary["steps"] == 1
+    assert (tmp_path / "last.pt").exists()
+    with pytest.raises(ValueError, match="cannot resume.*lr"):
+        train_pnet(small_config(lr=1.0, val_pairs=60), train, val, tmp_path, progress=False)
+
+
+def test_volumes_must_share_spacing_and_fit_the_patch(volumes, tmp_path):
+    train, val = volumes
+    odd = Volume(train[0].array, (2.0, 2.0, 2.0))
+    with pytest.raises(ValueError, match="spacing"):
+        train_pnet(small_config(), train + [odd], val, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        train_pnet(small_config(patch_size=(32, 8, 8)), train, val, tmp_path, progress=False)
