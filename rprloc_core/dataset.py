@@ -124,3 +124,24 @@ def dataset_summary(geometry: pd.DataFrame, organs) -> pd.DataFrame:
                 row[f"resampled_shape_{axis}_median"] = part[f"resampled_shape_{axis}"].median()
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def load_volume(cfg: dict, case_id: str) -> "Volume":
+    """Only the intensity volume of a case: no mask is read (what self-supervised training uses)."""
+    from .preprocess import intensity_map
+    from .volume import Volume
+
+    path = preprocess_case(cases_root(cfg), case_id, preprocess_params(cfg), cache_root(cfg))
+    with np.load(path) as data:  # npz members are read lazily: the label arrays are never loaded
+        import json
+
+        info = json.loads(str(data["meta"]))
+        return Volume(intensity_map(data["hu"]), np.asarray(info["spacing_zyx"], float))
+
+
+def unlabelled_volumes(cfg: dict, split: str, progress: bool = True) -> list:
+    """All intensity volumes of a split, without their labels (training and Pnet validation)."""
+    from tqdm.auto import tqdm
+
+    ids = case_ids(cfg, split)
+    return [load_volume(cfg, c) for c in tqdm(ids, desc=f"loading {split} volumes", disable=not progress)]

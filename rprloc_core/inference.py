@@ -258,7 +258,8 @@ def _timing(wall_s, organ_of_point):
 
 def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
              schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
-             organ_of_point: Sequence[str] | None = None, device=None, batch_size: int = 64) -> LocalizationResult:
+             organ_of_point: Sequence[str] | None = None, device=None, batch_size: int = 64,
+             start_mm: np.ndarray | None = None) -> LocalizationResult:
     """Localise P landmarks (several organs may be concatenated) in `query`.
 
     supports: (support Volume, points_mm (P, 3)) or a list of them (few-shot: embeddings averaged).
@@ -266,6 +267,8 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
     schedule: model names per step, e.g. ("coarse",), ("coarse", "coarse"), ("coarse", "fine").
     Every network call is batched over runs, landmarks and organs, in chunks of `batch_size` patches
     (64 fine patches of 16 x 32 x 32 at b = 16 need about 0.5 GB of activations).
+    start_mm: (K, P, 3) start positions to use instead of drawing them (e.g. to run the fine step
+    from the positions an earlier coarse call reached, so schedules share their random starts).
     """
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
@@ -283,7 +286,12 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
             qgrid = grid(query, spec, "query")
             cutters[name] = (qgrid, PatchCutter(qgrid.array, spec.patch_size, device))  # query padded once
 
-        pos = _initial_positions(query, k, n_points, rng)                          # (K, P, 3) mm
+        if start_mm is None:
+            pos = _initial_positions(query, k, n_points, rng)                      # (K, P, 3) mm
+        else:
+            pos = np.asarray(start_mm, dtype=float)
+            if pos.shape != (k, n_points, 3):
+                raise ValueError(f"start_mm has shape {pos.shape}, expected (K, P, 3) = {(k, n_points, 3)}")
         trajectory = [pos]
         for name in schedule:
             spec, (qgrid, cutter) = specs[name], cutters[name]

@@ -111,35 +111,31 @@ def cache_path(cache_root, params: PreprocessParams, case_id: str) -> Path:
     return Path(cache_root) / params.key() / f"{case_id}.npz"
 
 
-def preprocess_case(cases_root, case_id: str, params: PreprocessParams, cache_root) -> Path:
-    """Preprocess one case into the cache (a no-op if it is there). Returns the cache file."""
-    out = cache_path(cache_root, params, case_id)
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / "params.json").write_text(json.dumps(asdict(params), indent=1))
-    image = orient_lps(cases.load_image(cases_root, case_id))
+def preprocess_image(image: sitk.Image, labels: dict, params: PreprocessParams, where: str = "image"):
+    """Preprocess an image in HU and its masks {organ: sitk mask on the image grid} in memory.
+    Returns (arrays {"hu": int16, "label_<organ>": uint8}, info dict with the new grid's geometry)."""
+    image = orient_lps(image)
     hu = sitk.GetArrayViewFromImage(image)
-    meta = json.loads((cases.case_dir(cases_root, case_id) / "case.json").read_text())
     originals = {}
-    for organ in meta["organs"]:
-        label = orient_lps(cases.load_label(cases_root, case_id, organ))
-        cases.check_same_grid(image, label, str(cases.case_dir(cases_root, case_id) / "labels" / f"{organ}.nii.gz"))
+    for organ, label in labels.items():
+        label = orient_lps(label)
+        cases.check_same_grid(image, label, f"{where} ({organ})")
         originals[organ] = label
-    lo, hi = air_crop_box(hu, params.air_threshold_hu, where=str(cases.case_dir(cases_root, case_id)))
+    lo, hi = air_crop_box(hu, params.air_threshold_hu, where=where)
     # Some scans hold CT values in only part of the field of view; grow the crop so that no
     # organ loses voxels to it (a cut mask would change the true box the metrics compare with).
     coverage = {}
     for organ, label in originals.items():
         mask = sitk.GetArrayViewFromImage(label) > 0
         voxels = np.argwhere(mask)
+        if len(voxels) == 0:
+            raise DataError(f"{where} ({organ})", "organ mask is empty")
         lo, hi = np.minimum(lo, voxels.min(axis=0)), np.maximum(hi, voxels.max(axis=0))
         coverage[organ] = float(np.mean(hu[mask] > params.air_threshold_hu))
     cropped = crop(image, lo, hi)
     resampled = resample(sitk.Cast(cropped, sitk.sitkFloat32), params.spacing_zyx,
                          _INTERPOLATORS[params.ct_interpolator], default_value=-1024.0)
-    hu_new = np.clip(np.rint(sitk.GetArrayFromImage(resampled)), -32768, 32767).astype(np.int16)
-    arrays = {"hu": hu_new}
+    arrays = {"hu": np.clip(np.rint(sitk.GetArrayFromImage(resampled)), -32768, 32767).astype(np.int16)}
     lost = []
     for organ, label in originals.items():
         label_new = resample(crop(label, lo, hi), params.spacing_zyx, sitk.sitkNearestNeighbor, 0)
@@ -149,7 +145,6 @@ def preprocess_case(cases_root, case_id: str, params: PreprocessParams, cache_ro
         else:
             lost.append(organ)  # smaller than a voxel of the new grid
     info = {
-        "case_id": case_id, "split": meta["split"], "source": meta.get("source", ""),
         "origin_lps": list(resampled.GetOrigin()), "direction": list(resampled.GetDirection()),
         "spacing_zyx": list(spacing_zyx(resampled)), "shape_zyx": list(shape_zyx(resampled)),
         "original_spacing_zyx": list(spacing_zyx(image)), "original_shape_zyx": list(shape_zyx(image)),
@@ -158,6 +153,30 @@ def preprocess_case(cases_root, case_id: str, params: PreprocessParams, cache_ro
         # flag scans whose CT is missing around the organ
         "organ_ct_coverage": coverage,
     }
+    return arrays, info
+
+
+def preprocessed_from_arrays(case_id: str, arrays: dict, info: dict) -> PreprocessedCase:
+    hu = arrays["hu"]
+    labels = {k[len("label_"):]: v for k, v in arrays.items() if k.startswith("label_")}
+    return PreprocessedCase(
+        case_id=case_id, volume=Volume(intensity_map(hu), np.asarray(info["spacing_zyx"], float)), hu=hu,
+        labels=labels, origin_lps=np.asarray(info["origin_lps"], float),
+        direction=np.asarray(info["direction"], float).reshape(3, 3), meta=info)
+
+
+def preprocess_case(cases_root, case_id: str, params: PreprocessParams, cache_root) -> Path:
+    """Preprocess one case of the standard layout into the cache (a no-op if it is there)."""
+    out = cache_path(cache_root, params, case_id)
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    (out.parent / "params.json").write_text(json.dumps(asdict(params), indent=1))
+    meta = json.loads((cases.case_dir(cases_root, case_id) / "case.json").read_text())
+    image = cases.load_image(cases_root, case_id)
+    labels = {organ: cases.load_label(cases_root, case_id, organ) for organ in meta["organs"]}
+    arrays, info = preprocess_image(image, labels, params, where=str(cases.case_dir(cases_root, case_id)))
+    info = {"case_id": case_id, "split": meta["split"], "source": meta.get("source", ""), **info}
     tmp = out.with_suffix(f".tmp-{os.getpid()}.npz")
     np.savez(tmp, meta=np.array(json.dumps(info)), **arrays)
     os.replace(tmp, out)
@@ -167,13 +186,8 @@ def preprocess_case(cases_root, case_id: str, params: PreprocessParams, cache_ro
 def load_preprocessed(cache_file) -> PreprocessedCase:
     with np.load(cache_file) as data:
         info = json.loads(str(data["meta"]))
-        hu = data["hu"]
-        labels = {k[len("label_"):]: data[k] for k in data.files if k.startswith("label_")}
-    spacing = np.asarray(info["spacing_zyx"], dtype=float)
-    return PreprocessedCase(
-        case_id=info["case_id"], volume=Volume(intensity_map(hu), spacing), hu=hu, labels=labels,
-        origin_lps=np.asarray(info["origin_lps"], float),
-        direction=np.asarray(info["direction"], float).reshape(3, 3), meta=info)
+        arrays = {k: data[k] for k in data.files if k != "meta"}
+    return preprocessed_from_arrays(info["case_id"], arrays, info)
 
 
 def _preprocess_one(args):

@@ -55,6 +55,8 @@ class TrainConfig:
     time_limit_s: float | None = None         # per call; saves last.pt and stops
     head_activation: str | None = None
     normalise_loss: bool = True               # optimise mse / mean(r^2); report mm^2 either way
+    init_from: str | None = None              # start from these weights (e.g. the r sweep starts
+                                              # from the main model with another r), not random
 
     def to_dict(self) -> dict:
         """Plain types only (lists, not tuples or arrays), for checkpoints and JSON."""
@@ -172,6 +174,10 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
                                         config.patches_per_volume, config.fine_range_vox)
     rng = np.random.default_rng(train_seq)
     model = build_model(config, [float(s) for s in spacing]).to(device)
+    if config.init_from and not last_path.exists():
+        from .pnet import read_checkpoint
+
+        model.load_state_dict(read_checkpoint(config.init_from)["state_dict"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
     state = {"step": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0, "pairs": 0,

@@ -207,3 +207,19 @@ def test_missing_landmark_helpers_warn_and_drop():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         drop_missing_landmarks(np.zeros((2, 3)))
+
+
+def test_start_positions_can_be_given():
+    """start_mm replaces the random draw, so a fine step can continue a coarse call's runs."""
+    vol = encoded_volume()
+    pts = support_points(vol, seed=5)
+    coarse = PositionOracle((4, 4, 4), spacing_mm=[6.0, 4.0, 4.0], r_mm=40.0)
+    fine = PositionOracle((4, 8, 8), r_mm=40.0)
+    both = localize(vol, (vol, pts), coarse, fine, schedule=("coarse", "fine"), rng=np.random.default_rng(8), k=4)
+    first = localize(vol, (vol, pts), coarse, rng=np.random.default_rng(8), k=4)
+    then = localize(vol, (vol, pts), coarse, fine, schedule=("fine",), rng=np.random.default_rng(99), k=4,
+                    start_mm=first.trajectories_mm[1])
+    assert np.allclose(then.trajectories_mm[0], first.trajectories_mm[1])
+    assert np.allclose(then.points_mm, both.points_mm)
+    with pytest.raises(ValueError, match="start_mm has shape"):
+        localize(vol, (vol, pts), coarse, rng=np.random.default_rng(0), k=4, start_mm=np.zeros((3, 6, 3)))

@@ -16,6 +16,8 @@ NOTEBOOKS = sorted(reproduce.NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
 EXPECTED = {
     "01_data_resampling": ["tables/dataset.csv", "tables/dataset.md", "figures/spacing_distribution.png",
                            "figures/examples_before_after_resampling.png", "figures/intensity_map.png"],
+    "05_template_matching_baselines": ["tables/table3_methods.csv", "figures/figure4_brainstem_boxes.png",
+                                       "figures/autoencoder_training.png"],
 }
 
 

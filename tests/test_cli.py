@@ -1,0 +1,80 @@
+"""The command line on phantom scans written as a user would have them (NIfTI files)."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from rprloc_core import cli
+from rprloc_core.phantom import make_phantom_case
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scans")
+    (root / "images").mkdir()
+    for seed in range(1, 5):
+        image, _ = make_phantom_case(seed)
+        sitk.WriteImage(image, str(root / "images" / f"scan{seed}.nii.gz"))
+    support, labels = make_phantom_case(11)
+    sitk.WriteImage(support, str(root / "support.nii.gz"))
+    (root / "support_labels").mkdir()
+    for organ, mask in labels.items():
+        sitk.WriteImage(mask, str(root / "support_labels" / f"{organ}.nii.gz"))
+    query, query_labels = make_phantom_case(12)
+    sitk.WriteImage(query, str(root / "query.nrrd"))
+    return root, query, query_labels
+
+
+@pytest.fixture(scope="module")
+def trained(scans, tmp_path_factory):
+    root = scans[0]
+    out = tmp_path_factory.mktemp("models")
+    assert cli.main(["train", "--images", str(root / "images"), "--out", str(out), "--profile", "smoke",
+                     "--steps", "3"]) == 0
+    return out
+
+
+def test_train_then_localize(scans, trained, tmp_path):
+    root, query, query_labels = scans
+    assert (trained / "coarse" / "best.pt").is_file() and (trained / "fine" / "best.pt").is_file()
+    out = tmp_path / "result.json"
+    assert cli.main(["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+                     "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "Mandible",
+                     "--query", str(root / "query.nrrd"), "--out", str(out), "--k", "3",
+                     "--overlay", str(tmp_path / "overlay.png")]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["organs"]) == {"Brainstem", "Mandible"}
+    box = result["organs"]["Brainstem"]["box_lps_mm"]
+    lo, hi = np.array(box["min"]), np.array(box["max"])
+    assert np.all(lo <= hi)
+    # untrained-ish models: only check the box lies inside the query's physical extent
+    size = np.array(query.GetSize()) - 1
+    corner_lo = np.array(query.GetOrigin())
+    corner_hi = np.array(query.TransformIndexToPhysicalPoint([int(s) for s in size]))
+    assert np.all(lo >= corner_lo - 1e-3) and np.all(hi <= corner_hi + 1e-3)
+    assert (tmp_path / "overlay.png").stat().st_size > 0
+
+
+def test_missing_organ_is_a_clear_error(scans, trained, tmp_path, capsys):
+    root, _, _ = scans
+    code = cli.main(["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+                     "--support-labels", str(root / "support_labels"), "--organs", "Pancreas",
+                     "--query", str(root / "query.nrrd"), "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "no mask for Pancreas" in capsys.readouterr().err
+
+
+def test_bad_model_and_bad_image_are_clear_errors(scans, trained, tmp_path, capsys):
+    root, _, _ = scans
+    (tmp_path / "models" / "coarse").mkdir(parents=True)
+    (tmp_path / "models" / "coarse" / "best.pt").write_text("not a model")
+    code = cli.main(["localize", "--models", str(tmp_path / "models"), "--support", str(root / "support.nii.gz"),
+                     "--support-labels", str(root / "support_labels"), "--query", str(root / "query.nrrd"),
+                     "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "best.pt" in capsys.readouterr().err
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b garbage")
+    code = cli.main(["localize", "--models", str(trained), "--support", str(bad), "--support-labels",
+                     str(root / "support_labels"), "--query", str(root / "query.nrrd"), "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "broken.nii.gz" in capsys.readouterr().err

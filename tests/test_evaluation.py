@@ -1,0 +1,56 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from rprloc_core.evaluation import case_rng, paper_table, score_prediction, summarize, with_paper_columns
+from rprloc_core.preprocess import PreprocessedCase
+from rprloc_core.volume import Volume
+
+
+def _frame():
+    rows = []
+    for support, offset in (("s1", 0.0), ("s2", 10.0)):
+        for query in ("q1", "q2"):
+            for organ, base in (("Brainstem", 40.0), ("Mandible", 60.0)):
+                iou = base + offset + (5.0 if query == "q2" else 0.0)
+                rows.append({"method": "m", "support": support, "query": query, "organ": organ, "iou_pct": iou,
+                             "awd_mm": iou / 10, "iou_physical_pct": iou, "point_error_mm": 1.0, "time_s": 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_summarize_by_hand():
+    table = summarize(_frame(), organs=("Brainstem", "Mandible"))
+    row = table.set_index("organ")
+    # Brainstem: support means 42.5 and 52.5 -> mean 47.5, population SD 5
+    assert row.loc["Brainstem", "iou_pct"] == pytest.approx(47.5)
+    assert row.loc["Brainstem", "iou_pct_sd_over_supports"] == pytest.approx(5.0)
+    # Mean over organs per support: (42.5 + 62.5) / 2 = 52.5 and 62.5 -> 57.5
+    assert row.loc["Mean", "iou_pct"] == pytest.approx(57.5)
+    assert list(table.organ) == ["Brainstem", "Mandible", "Mean"]
+    assert (table.n_queries == 2).all() and (table.n_supports == 2).all()
+
+
+def test_paper_columns_join():
+    table = summarize(_frame(), organs=("Brainstem", "Mandible")).assign(method="Mc + Mf")
+    joined = with_paper_columns(table, paper_table("rprloc_table2"), {"method": "method", "organ": "organ"})
+    assert joined.set_index("organ").loc["Brainstem", "paper_iou_pct"] == 61.5
+
+
+def test_score_prediction_perfect_and_shifted():
+    mask = np.zeros((20, 20, 20), np.uint8)
+    mask[5:10, 6:12, 7:15] = 1
+    case = PreprocessedCase("q", Volume(np.zeros((20, 20, 20)), (3.0, 2.0, 2.0)), np.zeros((20, 20, 20), np.int16),
+                            {"Brainstem": mask})
+    from rprloc_core.geometry import extreme_points
+
+    pts_mm = extreme_points(mask) * case.spacing
+    assert score_prediction(case, "Brainstem", pts_mm, "extreme")["iou_pct"] == pytest.approx(100.0)
+    shifted = score_prediction(case, "Brainstem", pts_mm + [3.0, 0, 0], "extreme")  # one voxel in z
+    assert shifted["awd_mm"] == pytest.approx(1.0)  # two walls off by 3 mm, four exact: 6 / 6
+    assert shifted["iou_pct"] < 100
+
+
+def test_case_rng_is_order_independent():
+    a = case_rng(0, "q1", "s1").random(3)
+    assert np.array_equal(a, case_rng(0, "q1", "s1").random(3))
+    assert not np.array_equal(a, case_rng(0, "q2", "s1").random(3))
