@@ -84,8 +84,14 @@ def time_inference(engine, query, support, points, organs, coarse, fine, schedul
     return {"total_s": wall, "per_organ_s": wall / len(set(organs))}, result
 
 
-def training_throughput(mode: str, steps: int, volumes, val, device) -> dict:
-    if mode == "coarse":
+def training_throughput(mode: str, steps: int, volumes, val, device, cfg=None) -> dict:
+    if cfg is not None and "rprloc" in cfg:  # the profile's own training settings
+        from dataclasses import replace
+
+        from rprloc_core.models import train_configs
+
+        config = replace(train_configs(cfg)[mode], steps=steps, val_every=steps, val_pairs=56, time_limit_s=None)
+    elif mode == "coarse":
         config = TrainConfig(mode="coarse", variant="han", base_width=16, patch_size=(16, 16, 16), r_mm=300.0,
                              downsample=2, volumes_per_step=4, patches_per_volume=8, steps=steps,
                              val_every=steps, val_pairs=56, seed=0)
@@ -124,7 +130,27 @@ def main(argv=None) -> dict:
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     t_setup = time.perf_counter()
+    from rprloc_core.config import load_profile
+    from rprloc_core.models import models_dir
+
+    cfg = load_profile(args.profile)
+    trained = models_dir(cfg) / "coarse" / "best.pt"
+    real = None
     query, support = phantom(args.seed + 1), phantom(args.seed + 2)
+    if not (args.coarse or args.fine) and trained.is_file() and (models_dir(cfg) / "fine" / "best.pt").is_file():
+        # the profile's trained models on its real data: first support and first query of notebook 03
+        from rprloc_core import dataset, evaluation
+        from rprloc_core.inference import stack_organ_landmarks
+        from rprloc_core.organs import HAN_ORGANS
+
+        args.coarse, args.fine = trained, models_dir(cfg) / "fine" / "best.pt"
+        support_id = evaluation.choose_supports(cfg, HAN_ORGANS, n=1, seed=cfg["seed"])[0]
+        query_id = next(q for q in evaluation.query_cases(cfg, HAN_ORGANS)
+                        if all(o in dataset.case_table(cfg).set_index("case_id").loc[q, "organs"] for o in HAN_ORGANS))
+        support_case, query_case = dataset.load_case(cfg, support_id), dataset.load_case(cfg, query_id)
+        query, support = query_case.volume, support_case.volume
+        real = (support_id, query_id,
+                stack_organ_landmarks(evaluation.organ_landmarks_mm(support_case, HAN_ORGANS, "extreme")))
     if args.coarse or args.fine:
         if not (args.coarse and args.fine):
             parser.error("give both --coarse and --fine, or neither")
@@ -136,7 +162,11 @@ def main(argv=None) -> dict:
     coarse.to(device)
     fine.to(device)
     models.update(coarse_config=coarse.config, fine_config=fine.config)
-    points, organs = support_landmarks(support, args.organs, args.points_per_organ, np.random.default_rng(args.seed))
+    if real is not None:
+        points, organs, _ = real[2]
+        models["support"], models["query"] = real[0], real[1]
+    else:
+        points, organs = support_landmarks(support, args.organs, args.points_per_organ, np.random.default_rng(args.seed))
     setup_s = time.perf_counter() - t_setup
 
     # Warm-up (first-call allocations, thread pools), not part of any timing.
@@ -144,11 +174,14 @@ def main(argv=None) -> dict:
              rng=np.random.default_rng(0), device=device)
 
     inference = {}
-    for label, schedule in (("coarse", ("coarse",)), ("coarse+fine", ("coarse", "fine"))):
-        batched, res_b = time_inference(localize, query, support, points, organs, coarse, fine, schedule,
+    settings = (("coarse", ("coarse",), "mean_position"), ("coarse+fine", ("coarse", "fine"), "mean_position"),
+                ("coarse+fine, embedding average", ("coarse", "fine"), "mean_embedding"))
+    for label, schedule, ensemble in settings:
+        engine = (lambda *a, **kw: localize(*a, ensemble=ensemble, **kw))
+        batched, res_b = time_inference(engine, query, support, points, organs, coarse, fine, schedule,
                                         args.k, args.seed, device)
-        entry = {"schedule": list(schedule), "batched": batched}
-        if not (args.skip_naive_fine and "fine" in schedule):
+        entry = {"schedule": list(schedule), "ensemble": ensemble, "batched": batched}
+        if ensemble == "mean_position" and not (args.skip_naive_fine and "fine" in schedule):
             naive, res_n = time_inference(localize_naive, query, support, points, organs, coarse, fine, schedule,
                                           args.k, args.seed, device)
             entry["naive"] = naive
@@ -161,16 +194,18 @@ def main(argv=None) -> dict:
 
     training = {}
     if args.train_steps > 0:
-        train_vols = [phantom(100 + i) for i in range(4)]
-        val_vols = [phantom(200)]
+        train_vols = [phantom(100 + i) for i in range(4)] if real is None else [query, support] * 2
+        val_vols = [phantom(200)] if real is None else [support]
         for mode in ("coarse", "fine"):
-            training[mode] = training_throughput(mode, args.train_steps, train_vols, val_vols, device)
+            training[mode] = training_throughput(mode, args.train_steps, train_vols, val_vols, device,
+                                                 cfg if real is not None else None)
             print(f"training {mode:6s} {training[mode]['s_per_step']:.2f} s/step, "
                   f"{training[mode]['pairs_per_s']:.0f} pairs/s", flush=True)
 
     report = {
         "benchmark": "rprloc_inference", "profile": args.profile, "models": models,
-        "query": {"shape": list(query.shape), "spacing_mm": list(query.spacing), "kind": "synthetic phantom"},
+        "query": {"shape": list(query.shape), "spacing_mm": list(query.spacing),
+                  "kind": "synthetic phantom" if real is None else f"real case {real[1]} (support {real[0]})"},
         "k": args.k, "organs": len(set(organs)), "points": len(points), "setup_s": setup_s,
         "inference": inference, "training": training,
         "device": str(device), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -181,7 +216,7 @@ def main(argv=None) -> dict:
     }
     out = args.out or results_dir(args.profile) / "benchmarks" / "rprloc_inference.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(f"wrote {out}")
     return report
 

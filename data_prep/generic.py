@@ -49,7 +49,7 @@ def read_label_map(path) -> dict:
         raise DataError(path, "label map file missing")
     try:
         if path.suffix.lower() == ".json":
-            raw = json.loads(path.read_text())
+            raw = json.loads(path.read_text(encoding="utf-8"))
             if not isinstance(raw, dict):
                 raise DataError(path, 'label map JSON must be an object like {"1": "Brainstem"}')
             pairs = list(raw.items())

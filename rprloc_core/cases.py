@@ -85,7 +85,7 @@ def write_case(root, case_id: str, image: sitk.Image, labels: dict, split: str, 
             "shape_z": shape_zyx(image)[0], "shape_y": shape_zyx(image)[1], "shape_x": shape_zyx(image)[2],
         }
         meta.update(extra or {})
-        (tmp / "case.json").write_text(json.dumps(meta, indent=1))
+        (tmp / "case.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         final = case_dir(root, case_id)
         if final.exists():
             shutil.rmtree(final)
@@ -107,7 +107,7 @@ def rebuild_case_table(root) -> pd.DataFrame:
     root = Path(root)
     rows = []
     for meta_file in sorted(root.glob("*/case.json")):
-        meta = json.loads(meta_file.read_text())
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
         meta["organs"] = ";".join(meta["organs"])
         rows.append(meta)
     table = pd.DataFrame(rows)

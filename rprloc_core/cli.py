@@ -107,7 +107,7 @@ def localize_command(args) -> int:
             "box_index_zyx": {"min": idx_original.min(axis=0).tolist(), "max": idx_original.max(axis=0).tolist()},
             "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist())),
         }
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
     print(f"wrote {args.out}: {', '.join(out['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if args.overlay:
         import matplotlib

@@ -171,8 +171,8 @@ def preprocess_case(cases_root, case_id: str, params: PreprocessParams, cache_ro
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    (out.parent / "params.json").write_text(json.dumps(asdict(params), indent=1))
-    meta = json.loads((cases.case_dir(cases_root, case_id) / "case.json").read_text())
+    (out.parent / "params.json").write_text(json.dumps(asdict(params), indent=1), encoding="utf-8")
+    meta = json.loads((cases.case_dir(cases_root, case_id) / "case.json").read_text(encoding="utf-8"))
     image = cases.load_image(cases_root, case_id)
     labels = {organ: cases.load_label(cases_root, case_id, organ) for organ in meta["organs"]}
     arrays, info = preprocess_image(image, labels, params, where=str(cases.case_dir(cases_root, case_id)))

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     results = results_dir(args.profile)
     overrides = parse_overrides(args.overrides)
     manifest_path = results / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     manifest.update({"profile": args.profile, "profile_settings": cfg, "seed": cfg.get("seed"),
                      "git_commit": git_commit(), "packages": package_versions(),
                      "machine": {"platform": platform.platform(), "processor": platform.machine(),

@@ -164,7 +164,7 @@ def write_generic_folder_form(root: Path) -> dict:
     truncate(root / "images" / "c4.nii.gz")
     write(m["Brainstem"], root / "labels" / "c5" / "Brainstem.nii.gz", make_ct(5))  # labels, no image
     write(make_ct(6), root / "images" / "c6.nii.gz")  # image, no labels: unlabelled training volume
-    (root / "splits.csv").write_text("case_id,split\nc1,train\nc2,test\nc3,val\nc4,train\nc5,train\nc6,train\n")
+    (root / "splits.csv").write_text("case_id,split\nc1,train\nc2,test\nc3,val\nc4,train\nc5,train\nc6,train\n", encoding="utf-8")
     return expected
 
 
@@ -203,7 +203,7 @@ def write_generic_map_form(root: Path, label_map_text: str, map_name: str = "lab
     shifted = on_grid(label, origin=(ORIGIN_XYZ[0] + 5.0, ORIGIN_XYZ[1], ORIGIN_XYZ[2]))
     write(ct, root / "images" / "m2.nii.gz")
     write(shifted, root / "labels" / "m2.nii.gz")  # off the image grid
-    (root / map_name).write_text(label_map_text)
+    (root / map_name).write_text(label_map_text, encoding="utf-8")
     return {"m1": (ct, {"Brainstem": m["Brainstem"], "Mandible": m["MandibleLeft"] | m["MandibleRight"]})}
 
 

@@ -44,7 +44,7 @@ def test_train_then_localize(scans, trained, tmp_path):
                      "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "Mandible",
                      "--query", str(root / "query.nrrd"), "--out", str(out), "--k", "3",
                      "--overlay", str(tmp_path / "overlay.png")]) == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["organs"]) == {"Brainstem", "Mandible"}
     box = result["organs"]["Brainstem"]["box_lps_mm"]
     lo, hi = np.array(box["min"]), np.array(box["max"])
@@ -68,7 +68,7 @@ def test_missing_organ_is_a_clear_error(scans, trained, tmp_path, capsys):
 def test_bad_model_and_bad_image_are_clear_errors(scans, trained, tmp_path, capsys):
     root, _, _ = scans
     (tmp_path / "models" / "coarse").mkdir(parents=True)
-    (tmp_path / "models" / "coarse" / "best.pt").write_text("not a model")
+    (tmp_path / "models" / "coarse" / "best.pt").write_text("not a model", encoding="utf-8")
     code = cli.main(["localize", "--models", str(tmp_path / "models"), "--support", str(root / "support.nii.gz"),
                      "--support-labels", str(root / "support_labels"), "--query", str(root / "query.nrrd"),
                      "--out", str(tmp_path / "r.json")])

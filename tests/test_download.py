@@ -33,7 +33,7 @@ def make_mirror(root: Path) -> Path:
     for relative, text in MIRROR.items():
         path = root / "provided-data" / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
     return root / "provided-data"
 
 
@@ -41,7 +41,7 @@ def assert_mirrored(dest: Path) -> None:
     for relative, text in MIRROR.items():
         if relative.startswith("train-pats/pt_2/"):
             continue  # no ct.csv: the whole patient is skipped
-        assert (dest / "provided-data" / relative).read_text() == text
+        assert (dest / "provided-data" / relative).read_text(encoding="utf-8") == text
     assert not (dest / "provided-data" / "train-pats" / "pt_2").exists()
     assert not list(dest.rglob("*.part-*"))
     files = sorted(p.relative_to(dest / "provided-data").as_posix() for p in dest.rglob("*") if p.is_file())
@@ -119,8 +119,8 @@ def test_http_download_with_404s_broken_transfer_stale_part_and_resume(tmp_path)
     dest = tmp_path / "dest"
     patient_dir = dest / "provided-data" / "train-pats" / "pt_1"
     patient_dir.mkdir(parents=True)
-    (patient_dir / "ct.csv.part-deadbeef").write_text(",data\n0,10")  # left by an interrupted run
-    (patient_dir / "voxel_dimensions.csv").write_text(MIRROR["train-pats/pt_1/voxel_dimensions.csv"])
+    (patient_dir / "ct.csv.part-deadbeef").write_text(",data\n0,10", encoding="utf-8")  # left by an interrupted run
+    (patient_dir / "voxel_dimensions.csv").write_text(MIRROR["train-pats/pt_1/voxel_dimensions.csv"], encoding="utf-8")
 
     with serve(mirror, {"train-pats/pt_1/ct.csv": "truncate-once"}) as (server, base):
         summary = download.download_openkbp(dest, base, SPLITS, PATIENTS, progress=False, timeout=5,

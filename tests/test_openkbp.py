@@ -26,7 +26,7 @@ def _write(path, text, compression):
     elif compression == "xz":
         path.write_bytes(lzma.compress(text.encode()))
     else:
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -94,12 +94,12 @@ def test_convert_is_idempotent_and_reports_bad_cases(upstream, tmp_path):
     (bad / "voxel_dimensions.csv.xz").unlink()                          # missing voxel_dimensions
     truncated = base / "train-pats" / "pt_4"
     make_patient(truncated, "none")
-    text = (truncated / "ct.csv").read_text()
-    (truncated / "ct.csv").write_text(text[: len(text) // 2] + "12")   # truncated mid-row
-    (truncated / "ct.csv").write_text((truncated / "ct.csv").read_text() + "\nabc,def\n")
+    text = (truncated / "ct.csv").read_text(encoding="utf-8")
+    (truncated / "ct.csv").write_text(text[: len(text) // 2] + "12", encoding="utf-8")   # truncated mid-row
+    (truncated / "ct.csv").write_text((truncated / "ct.csv").read_text(encoding="utf-8") + "\nabc,def\n")
     empty = base / "train-pats" / "pt_5"
     make_patient(empty, "none")
-    (empty / "Brainstem.csv").write_text(",data\n")                    # empty mask
+    (empty / "Brainstem.csv").write_text(",data\n", encoding="utf-8")                    # empty mask
     corrupt = base / "train-pats" / "pt_6"
     make_patient(corrupt, "xz")
     (corrupt / "ct.csv.xz").write_bytes(b"not xz at all")             # corrupt compression

@@ -87,7 +87,7 @@ def test_other_architecture_is_a_clear_error(tmp_path):
 
 def test_non_checkpoint_files_are_clear_errors(tmp_path):
     text = tmp_path / "notes.pt"
-    text.write_text("not a checkpoint")
+    text.write_text("not a checkpoint", encoding="utf-8")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as info:
         load_pnet(text)
     assert str(text) in str(info.value)
