@@ -97,8 +97,12 @@ display(Markdown(markdown_table(summary, floatfmt=".1f")))
 
 # %%
 names = list(configs)
-fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
-for ax, name in zip(axes[0], names):
+ncols = min(3, len(names))
+nrows = -(-len(names) // ncols)
+fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+for ax in axes.ravel()[len(names):]:
+    ax.set_visible(False)
+for ax, name in zip(axes.ravel(), names):
     plot_history(load_history(models.models_dir(cfg) / name), ax=ax, title=f"{name} (r = {configs[name].r_mm:g} mm)")
     ax.legend(fontsize=7)
 fig.tight_layout()
