@@ -190,7 +190,7 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=float))
+    tmp.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
     os.replace(tmp, out)
     print(f"wrote {out}")
 

@@ -20,6 +20,7 @@ Adam, an atomic checkpoint that a later call resumes from.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -245,6 +246,7 @@ class TrainResult:
     model: PatchAutoencoder
     history: list = field(default_factory=list)     # reconstruction MSE of every step's batch
     step: int = 0
+    stopped: str = "steps"                           # "steps", or "time_limit" if the call ran out of time
 
 
 def save_checkpoint(path, model: PatchAutoencoder, optimizer, step: int, history: list, rng: np.random.Generator):
@@ -268,12 +270,16 @@ def load_autoencoder(path, device="cpu") -> PatchAutoencoder:
 
 def train_autoencoder(volumes, config: AEConfig, steps: int, rng: np.random.Generator, batch_size: int = 8,
                       lr: float = 1e-3, weight_decay: float = 0.0, checkpoint_path=None,
-                      checkpoint_every: int = 50, device="cpu", progress: bool = True) -> TrainResult:
+                      checkpoint_every: int = 50, device="cpu", progress: bool = True,
+                      time_limit_s: float | None = None) -> TrainResult:
     """Train to reconstruct random non-air patches (no labels) for `steps` steps in all.
 
     If `checkpoint_path` holds a checkpoint, training resumes from it (model, optimizer, step,
     history, and the state of `rng`, which is overwritten so that resuming draws the same patches
-    as an uninterrupted run). The initial weights come from `rng` too."""
+    as an uninterrupted run). The initial weights come from `rng` too.
+
+    time_limit_s: seconds for this call; when they run out the checkpoint is written and training
+    stops early (`stopped == "time_limit"`); a later call resumes where it stopped."""
     dev = torch.device(device)
     model = build_autoencoder(config, seed=int(rng.integers(2 ** 31))).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -289,6 +295,8 @@ def train_autoencoder(volumes, config: AEConfig, steps: int, rng: np.random.Gene
 
     model.train()
     bar = tqdm(total=steps, initial=step, disable=not progress, desc="autoencoder")
+    t_call = time.perf_counter()
+    stopped = "steps"
     while step < steps:
         batch = torch.from_numpy(sample_patches(volumes, batch_size, config.patch_size, rng)).to(dev)[:, None]
         loss = F.mse_loss(model(batch), batch)
@@ -299,11 +307,15 @@ def train_autoencoder(volumes, config: AEConfig, steps: int, rng: np.random.Gene
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{history[-1]:.4g}")
-        if checkpoint_path is not None and (step % checkpoint_every == 0 or step == steps):
+        out_of_time = time_limit_s is not None and time.perf_counter() - t_call >= time_limit_s
+        if checkpoint_path is not None and (step % checkpoint_every == 0 or step == steps or out_of_time):
             save_checkpoint(checkpoint_path, model, optimizer, step, history, rng)
+        if out_of_time and step < steps:
+            stopped = "time_limit"
+            break
     bar.close()
     model.eval()
-    return TrainResult(model=model, history=history, step=step)
+    return TrainResult(model=model, history=history, step=step, stopped=stopped)
 
 
 @torch.no_grad()

@@ -151,6 +151,19 @@ def gray_score_maps(query_array: np.ndarray, templates: np.ndarray, method: str,
     template), sum(w) and sum(w^2) by box sums. Invalid cosine / NCC windows are -inf."""
     if method not in GRAY_METHODS:
         raise ValueError(f"method must be one of {GRAY_METHODS}, not {method!r}")
+    return gray_score_maps_all(query_array, templates, (method,), stride=stride, device=device, chunk=chunk)[method]
+
+
+def gray_score_maps_all(query_array: np.ndarray, templates: np.ndarray, methods=GRAY_METHODS, stride: int = 1,
+                        device=None, chunk: int = 4) -> dict:
+    """method -> scores (P, nz, ny, nx), for several gray-scale methods from ONE cross-correlation
+    per template: the three scores differ only in how they combine <t, w>, the window sums and the
+    template constants. Each map is bit-for-bit the one `gray_score_maps` gives for that method
+    alone (it is the same code: `gray_score_maps` calls this with one method)."""
+    methods = tuple(methods)
+    for method in methods:
+        if method not in GRAY_METHODS:
+            raise ValueError(f"method must be one of {GRAY_METHODS}, not {method!r}")
     templates = np.asarray(templates, dtype=np.float64)
     if templates.ndim == 3:
         templates = templates[None]
@@ -173,7 +186,7 @@ def gray_score_maps(query_array: np.ndarray, templates: np.ndarray, method: str,
     query_f = torch.fft.rfftn(padded, s=fft_shape, dim=dims)
 
     t_all = torch.as_tensor(templates, dtype=torch.float64, device=dev)
-    maps = []
+    maps = {method: [] for method in methods}
     for start in range(0, len(t_all), chunk):
         t = t_all[start:start + chunk]
         t_f = _template_spectrum(t, fft_shape)
@@ -186,22 +199,28 @@ def gray_score_maps(query_array: np.ndarray, templates: np.ndarray, method: str,
         # an all-air window or template has <t, w> = 0 exactly; the FFT gives +-1e-17 instead, which
         # would break the ties between air windows (MSE of an air template) differently from the loop
         corr = torch.where((sum_w2[None] == 0) | (sum_t2 == 0), torch.zeros_like(corr), corr)
-        if method == "gs_mse":
-            score = ((sum_w2[None] - 2.0 * corr + sum_t2) / n).clamp_min(0.0)
-        elif method == "gs_cosine":
-            valid = (sum_w2[None] > floor2) & (sum_t2 > 0)
-            score = corr / torch.sqrt(sum_w2[None] * sum_t2).clamp_min(1e-300)
-            score = torch.where(valid, score, torch.full_like(score, -torch.inf))
-        else:  # gs_ncc
-            var_w = (sum_w2 - sum_w * sum_w / n)[None]            # n * variance of each window
-            var_t = sum_t2 - sum_t * sum_t / n
-            cov = corr - sum_t * sum_w[None] / n                    # n * covariance
-            valid = (var_w > floor2) & (var_t > (DEGENERATE_TOL ** 2) * sum_t2)
-            score = cov / torch.sqrt(var_w * var_t).clamp_min(1e-300)
-            score = torch.where(valid, score, torch.full_like(score, -torch.inf))
-        maps.append(score.cpu().numpy())
-        del corr, score
-    return np.concatenate(maps, axis=0)
+        for method in methods:
+            score = _gray_score(method, corr, sum_w, sum_w2, sum_t, sum_t2, n, floor2)
+            maps[method].append(score.cpu().numpy())
+            del score
+        del corr
+    return {method: np.concatenate(parts, axis=0) for method, parts in maps.items()}
+
+
+def _gray_score(method, corr, sum_w, sum_w2, sum_t, sum_t2, n: float, floor2: float) -> torch.Tensor:
+    """One gray-scale score from the shared terms (module docstring)."""
+    if method == "gs_mse":
+        return ((sum_w2[None] - 2.0 * corr + sum_t2) / n).clamp_min(0.0)
+    if method == "gs_cosine":
+        valid = (sum_w2[None] > floor2) & (sum_t2 > 0)
+        score = corr / torch.sqrt(sum_w2[None] * sum_t2).clamp_min(1e-300)
+        return torch.where(valid, score, torch.full_like(score, -torch.inf))
+    var_w = (sum_w2 - sum_w * sum_w / n)[None]            # n * variance of each window
+    var_t = sum_t2 - sum_t * sum_t / n
+    cov = corr - sum_t * sum_w[None] / n                    # n * covariance
+    valid = (var_w > floor2) & (var_t > (DEGENERATE_TOL ** 2) * sum_t2)
+    score = cov / torch.sqrt(var_w * var_t).clamp_min(1e-300)
+    return torch.where(valid, score, torch.full_like(score, -torch.inf))
 
 
 def best_centres(score_maps: np.ndarray, method: str, stride: int):
@@ -250,6 +269,38 @@ def match(query: Volume, templates: np.ndarray, method: str, stride: int = 2, en
         maps = feature_score_maps(encoder, query.array, templates, method, stride=stride, device=device,
                                   query_latents=query_latents)
     return _result(query, maps, method, stride, return_maps)
+
+
+def match_all(query: Volume, templates: np.ndarray, methods=METHODS, stride: int = 2, encoder=None,
+              device=None, return_maps: bool = False, chunk: int = 4) -> dict:
+    """method -> MatchResult for several methods at once, sharing the work they have in common:
+    one FFT cross-correlation per template for all gray-scale methods (`gray_score_maps_all`) and
+    one dense encoding of the query for all feature methods. Every result equals `match(query,
+    templates, method, ...)` exactly. For tables only: the time of the shared computation is not
+    the time of any one method, which must be timed alone with `match`."""
+    methods = tuple(methods)
+    for method in methods:
+        _check_method(method, stride)
+    templates = np.asarray(templates, dtype=np.float32)
+    if templates.ndim == 3:
+        templates = templates[None]
+    results = {}
+    gray = [m for m in methods if m in GRAY_METHODS]
+    if gray:
+        maps = gray_score_maps_all(query.array, templates, gray, stride=stride, device=device, chunk=chunk)
+        for method in gray:
+            results[method] = _result(query, maps[method], method, stride, return_maps)
+    features = [m for m in methods if m in FEATURE_METHODS]
+    if features:
+        from .autoencoder import dense_latents, feature_score_maps
+        if encoder is None:
+            raise ValueError(f"methods {features} need an encoder (autoencoder.PatchAutoencoder)")
+        latents = dense_latents(encoder, query.array, stride=stride, device=device)
+        for method in features:
+            maps = feature_score_maps(encoder, query.array, templates, method, stride=stride, device=device,
+                                      query_latents=latents)
+            results[method] = _result(query, maps, method, stride, return_maps)
+    return {m: results[m] for m in methods}
 
 
 # ----------------------------------------------------------------------------------------------

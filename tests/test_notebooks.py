@@ -25,14 +25,14 @@ EXPECTED = {
 def test_paired_ipynb_in_step_and_without_outputs(source):
     ipynb = source.with_suffix(".ipynb")
     assert ipynb.is_file(), f"{ipynb.name} missing: run `jupytext --sync {source}`"
-    paired = json.loads(ipynb.read_text())
+    paired = json.loads(ipynb.read_text(encoding="utf-8"))
     assert not any(c.get("outputs") for c in paired["cells"] if c["cell_type"] == "code"), "strip outputs"
     from_py = jupytext.read(source)
     assert [c.source for c in jupytext.read(ipynb).cells] == [c.source for c in from_py.cells], \
         f"{ipynb.name} is out of step with {source.name}: run `jupytext --sync {source}`"
     tagged = [c for c in from_py.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "profile" in tagged[0].source
-    assert "/work/" not in source.read_text() and "/home/" not in source.read_text()
+    assert "/work/" not in source.read_text(encoding="utf-8") and "/home/" not in source.read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def smoke_results(tmp_path_factory):
 
 @pytest.mark.notebooks
 def test_every_notebook_runs_with_smoke_profile(smoke_results):
-    manifest = json.loads((smoke_results / "manifest.json").read_text())
+    manifest = json.loads((smoke_results / "manifest.json").read_text(encoding="utf-8"))
     assert set(manifest["notebooks"]) == {s.stem for s in NOTEBOOKS}
     assert manifest["packages"]["torch"] and manifest["git_commit"]
     for source in NOTEBOOKS:
