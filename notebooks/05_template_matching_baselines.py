@@ -112,7 +112,7 @@ plt.show()
 # %%
 template_runs.run_all(cfg, supports, queries, parallel=parallel)
 per_query = template_runs.score_runs(cfg, supports, queries)
-have_rprloc = all((rprloc_runs.runs_dir(cfg, "extreme") / f"{s}__{q}.npz").is_file() for s in supports for q in queries)
+have_rprloc = rprloc_runs.have_runs(cfg, supports, queries)
 if have_rprloc:   # notebook 03's runs: Mc + Mf, mean of the first K runs
     rprloc = rprloc_runs.score_runs(cfg, supports, queries, "extreme", [("fine", K)])
     per_query = pd.concat([per_query, rprloc.assign(method=template_runs.RPRLOC_LABEL)], ignore_index=True)

@@ -33,8 +33,29 @@ STAGE_LABELS = {"coarse1": "Mc (one step)", "coarse2": "Mc (two steps)", "coarse
 
 
 def runs_dir(cfg: dict, strategy: str) -> Path:
-    """data/<dataset>/runs/<profile>/<strategy>/: one .npz per (support, query) pair."""
-    return dataset.dataset_root(cfg) / "runs" / cfg["name"] / strategy
+    """data/<dataset>/runs/<profile>/rprloc-<models>/<strategy>/: one .npz per (support, query)
+    pair. <models> is a hash of the two checkpoints, so retrained models never reuse old runs."""
+    return dataset.dataset_root(cfg) / "runs" / cfg["name"] / f"rprloc-{models_tag(cfg)}" / strategy
+
+
+def models_tag(cfg: dict) -> str:
+    from .models import models_dir
+
+    files = [models_dir(cfg) / name / "best.pt" for name in ("coarse", "fine")]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"trained models missing ({', '.join(missing)}): run notebook 02 first")
+    return _file_hash(tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+
+
+@lru_cache(maxsize=16)
+def _file_hash(files) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path, _, _ in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:10]
 
 
 @lru_cache(maxsize=4)
@@ -129,3 +150,12 @@ def score_runs(cfg: dict, supports, queries, strategy: str, settings) -> pd.Data
     frame = pd.DataFrame(rows)
     frame["time_s"] = np.nan  # timing comes from the end-to-end benchmark, not from these runs
     return frame
+
+
+def have_runs(cfg: dict, supports, queries, strategy: str = "extreme") -> bool:
+    """Whether every pair has a cached run of the current models (False if no trained models)."""
+    try:
+        folder = runs_dir(cfg, strategy)
+    except FileNotFoundError:
+        return False
+    return all((folder / f"{s}__{q}.npz").is_file() for s in supports for q in queries)
