@@ -178,3 +178,14 @@ plt.show()
 # (target: under 5 minutes on 2 cores for all OpenKBP patients, from the compressed source). The
 # benchmark `benchmarks/data_pipeline.py` measures the same from an empty data directory and writes
 # `results/<profile>/benchmarks/data_pipeline.json`.
+
+# %%
+import json  # noqa: E402
+
+bench = results / "benchmarks" / "data_pipeline.json"
+if bench.is_file():
+    b = json.loads(bench.read_text(encoding="utf-8"))
+    print(f"benchmark (empty data directory): {b['n_cases']} cases, convert {b['convert_s']} s + preprocess "
+          f"{b['preprocess_s']} s = {b['total_s']} s on {b['cpus']} CPUs (target {b['target_total_s']} s)")
+else:
+    print("no benchmark figures yet: run `python benchmarks/data_pipeline.py --profile", profile + "`")
