@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -12,7 +13,8 @@ import pandas as pd
 from . import cases
 from .errors import DataError, MissingOrganError
 from .paths import data_dir
-from .preprocess import PreprocessedCase, PreprocessParams, load_preprocessed, preprocess_case
+from .preprocess import PreprocessedCase, PreprocessParams, intensity_map, load_preprocessed, preprocess_case
+from .volume import Volume
 
 CASES_ENV = "RPRLOC_CASES_DIR"
 
@@ -75,8 +77,6 @@ def organ_mask(case: PreprocessedCase, organ: str) -> np.ndarray:
 
 def case_geometry(cfg: dict, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per case: split, organs, spacing and shape before and after preprocessing."""
-    import json
-
     from .preprocess import cache_path
 
     table = case_table(cfg) if table is None else table
@@ -126,15 +126,10 @@ def dataset_summary(geometry: pd.DataFrame, organs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_volume(cfg: dict, case_id: str) -> "Volume":
+def load_volume(cfg: dict, case_id: str) -> Volume:
     """Only the intensity volume of a case: no mask is read (what self-supervised training uses)."""
-    from .preprocess import intensity_map
-    from .volume import Volume
-
     path = preprocess_case(cases_root(cfg), case_id, preprocess_params(cfg), cache_root(cfg))
     with np.load(path) as data:  # npz members are read lazily: the label arrays are never loaded
-        import json
-
         info = json.loads(str(data["meta"]))
         return Volume(intensity_map(data["hu"]), np.asarray(info["spacing_zyx"], float))
 

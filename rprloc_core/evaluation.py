@@ -171,3 +171,29 @@ def template_method(name: str, patch_size, stride: int = 2, encoder=None, device
         return {o: centres[a:b] for o, a, b in zip(organs, sizes[:-1], sizes[1:])}, wall
 
     return predict
+
+
+def _single_thread_worker():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_jobs(function, jobs, desc: str, parallel: bool = True, progress: bool = True) -> None:
+    """Call `function(*job)` for every job, with a progress bar. With `parallel`, two worker
+    processes with one torch thread each: on this 2-core CPU two single-thread workers beat one
+    two-thread process, and a busy machine hurts a two-thread process far more."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = list(jobs)
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress)
+    if parallel and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), initializer=_single_thread_worker) as pool:
+            for _ in pool.map(function, *zip(*jobs)):
+                bar.update()
+    else:
+        for job in jobs:
+            function(*job)
+            bar.update()
+    bar.close()

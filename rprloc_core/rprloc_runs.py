@@ -15,16 +15,14 @@ Table 1's K = 1, 5, 10, 15, 20 all come from one K_max = 20 computation. The aut
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import dataset
-from .evaluation import case_rng, organ_landmarks_mm, score_prediction
+from .evaluation import case_rng, organ_landmarks_mm, run_jobs, score_prediction
 from .organs import HAN_ORGANS
 
 STAGES = ("start", "coarse1", "coarse2", "coarse3", "fine")
@@ -100,42 +98,26 @@ def compute_pair(profile: str, support_id: str, query_id: str, strategy: str, or
     return out
 
 
-def _init_worker():
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def run_all(cfg: dict, supports, queries, strategies=("extreme", "diagonal"), parallel: bool = True,
             progress: bool = True) -> None:
     """Compute every missing pair (two single-thread processes when `parallel`)."""
     jobs = [(cfg["name"], s, q, st) for st in strategies for s in supports for q in queries
             if not (runs_dir(cfg, st) / f"{s}__{q}.npz").is_file()]
-    bar = tqdm(total=len(jobs), desc="RPR-Loc runs", disable=not progress)
-    if parallel and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), initializer=_init_worker) as pool:
-            for _ in pool.map(compute_pair, *zip(*jobs)):
-                bar.update()
-    else:
-        for job in jobs:
-            compute_pair(*job)
-            bar.update()
-    bar.close()
+    run_jobs(compute_pair, jobs, "RPR-Loc runs", parallel, progress)
 
 
 def score_runs(cfg: dict, supports, queries, strategy: str, settings) -> pd.DataFrame:
     """Per (setting, support, query, organ) metrics. `settings` is a list of (stage, K) where
     stage is one of STAGES[1:] or "fine_mean_embedding" (K is then the profile's k)."""
     rows = []
+    folder = runs_dir(cfg, strategy)
     for support_id in supports:
         for query_id in queries:
-            path = runs_dir(cfg, strategy) / f"{support_id}__{query_id}.npz"
+            path = folder / f"{support_id}__{query_id}.npz"
             with np.load(path) as run:
                 traj = run["trajectories_mm"].astype(float)
                 organs = run["organ_of_point"].tolist()
                 authors = run["authors_points_mm"]
-                walls = {"coarse3": float(run["wall_s_coarse3"]), "fine": float(run["wall_s_fine"]),
-                         "authors": float(run["wall_s_authors"])}
             query = dataset.load_case(cfg, query_id)
             for stage, k in settings:
                 if stage == "fine_mean_embedding":

@@ -18,17 +18,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import dataset, evaluation
-from .evaluation import organ_landmarks_mm, score_prediction
+from .evaluation import organ_landmarks_mm, run_jobs, score_prediction
 from .organs import HAN_ORGANS
 from .template_matching import METHODS
 
@@ -163,12 +161,6 @@ def compute_pair(profile: str, support_id: str, query_id: str, organs=HAN_ORGANS
     return out
 
 
-def _init_worker():
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def run_all(cfg: dict, supports, queries, parallel: bool = True, progress: bool = True) -> None:
     """Compute every missing or out-of-date pair (two single-thread processes when `parallel`).
     Needs the trained encoder (`train_encoder`)."""
@@ -176,16 +168,7 @@ def run_all(cfg: dict, supports, queries, parallel: bool = True, progress: bool 
         raise FileNotFoundError(f"{encoder_path(cfg)}: train the auto-encoder first (train_encoder)")
     key = cache_key(cfg, encoder_step(cfg))
     jobs = [(cfg["name"], s, q) for s in supports for q in queries if not _is_current(_pair_path(cfg, s, q), key)]
-    bar = tqdm(total=len(jobs), desc="template matching runs", disable=not progress)
-    if parallel and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), initializer=_init_worker) as pool:
-            for _ in pool.map(compute_pair, *zip(*jobs)):
-                bar.update()
-    else:
-        for job in jobs:
-            compute_pair(*job)
-            bar.update()
-    bar.close()
+    run_jobs(compute_pair, jobs, "template matching runs", parallel, progress)
 
 
 def pair_points(cfg: dict, support_id: str, query_id: str) -> tuple[dict, list]:
