@@ -14,7 +14,7 @@ import platform
 import tempfile
 import time
 
-from rprloc_core.config import load_profile
+from rprloc_core.settings import load_profile
 from rprloc_core.paths import results_dir
 from rprloc_core.reporting import write_json
 

@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rprloc_core.inference import localize, localize_naive  # noqa: E402
+from rprloc_core.rprloc.inference import localize, localize_naive  # noqa: E402
 from rprloc_core.paths import results_dir  # noqa: E402
-from rprloc_core.pnet import PNet, load_pnet  # noqa: E402
-from rprloc_core.training import TrainConfig, train_pnet  # noqa: E402
-from rprloc_core.volume import Volume  # noqa: E402
+from rprloc_core.rprloc.pnet import PNet, load_pnet  # noqa: E402
+from rprloc_core.rprloc.training import TrainConfig, train_pnet  # noqa: E402
+from rprloc_core.geometry.volume import Volume  # noqa: E402
 
 DEMO_SHAPE, DEMO_SPACING = (107, 125, 150), (3.0, 2.0, 2.0)
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid")
@@ -88,7 +88,7 @@ def training_throughput(mode: str, steps: int, volumes, val, device, cfg=None) -
     if cfg is not None and "rprloc" in cfg:  # the profile's own training settings
         from dataclasses import replace
 
-        from rprloc_core.models import train_configs
+        from rprloc_core.experiments.models import train_configs
 
         config = replace(train_configs(cfg)[mode], steps=steps, val_every=steps, val_pairs=56, time_limit_s=None)
     elif mode == "coarse":
@@ -130,8 +130,8 @@ def main(argv=None) -> dict:
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     t_setup = time.perf_counter()
-    from rprloc_core.config import load_profile
-    from rprloc_core.models import models_dir
+    from rprloc_core.settings import load_profile
+    from rprloc_core.experiments.models import models_dir
 
     cfg = load_profile(args.profile)
     trained = models_dir(cfg) / "coarse" / "best.pt"
@@ -139,9 +139,10 @@ def main(argv=None) -> dict:
     query, support = phantom(args.seed + 1), phantom(args.seed + 2)
     if not (args.coarse or args.fine) and trained.is_file() and (models_dir(cfg) / "fine" / "best.pt").is_file():
         # the profile's trained models on its real data: first support and first query of notebook 03
-        from rprloc_core import dataset, evaluation
-        from rprloc_core.inference import stack_organ_landmarks
-        from rprloc_core.organs import HAN_ORGANS
+        from rprloc_core.data import dataset
+        from rprloc_core.evaluation import scoring as evaluation
+        from rprloc_core.rprloc.inference import stack_organ_landmarks
+        from rprloc_core.data.organs import HAN_ORGANS
 
         args.coarse, args.fine = trained, models_dir(cfg) / "fine" / "best.pt"
         support_id = evaluation.choose_supports(cfg, HAN_ORGANS, n=1, seed=cfg["seed"])[0]

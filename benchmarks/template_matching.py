@@ -30,10 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rprloc_core import autoencoder as ae                      # noqa: E402
-from rprloc_core import template_matching as tm                # noqa: E402
-from rprloc_core.geometry import extreme_points               # noqa: E402
-from rprloc_core.volume import Volume                          # noqa: E402
+from rprloc_core.baselines import feature_matching as ae  # noqa: E402
+from rprloc_core.baselines import template_matching as tm  # noqa: E402
+from rprloc_core.geometry.landmarks import extreme_points  # noqa: E402
+from rprloc_core.geometry.volume import Volume  # noqa: E402
 
 
 def synthetic_volume(shape, spacing, rng: np.random.Generator) -> Volume:
@@ -61,7 +61,7 @@ def synthetic_organ_points(volume: Volume) -> np.ndarray:
 
 
 def load_case(path, organ: str | None):
-    from rprloc_core.preprocess import load_preprocessed
+    from rprloc_core.data.preprocess import load_preprocessed
     case = load_preprocessed(path)
     points = None
     if organ is not None:

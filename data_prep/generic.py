@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from rprloc_core.errors import DataError, UnknownOrganError
-from rprloc_core.organs import canonical_organ
+from rprloc_core.data.organs import canonical_organ
 
 from ._convert import (DEFAULT_FRACTIONS, LoadedCase, add_common_cli_arguments, checked_mask, finish_cli,
                        masks_from_label_map, read_image, run_conversion, split_items, strip_image_suffix)

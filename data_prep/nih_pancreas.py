@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rprloc_core.cases import check_same_grid
+from rprloc_core.data.cases import check_same_grid
 from rprloc_core.errors import DataError
 
 from ._convert import (DEFAULT_FRACTIONS, LoadedCase, add_common_cli_arguments, checked_mask, finish_cli,

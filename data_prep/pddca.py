@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from rprloc_core.errors import DataError, UnknownOrganError
-from rprloc_core.organs import canonical_organ
+from rprloc_core.data.organs import canonical_organ
 
 from ._convert import (DEFAULT_FRACTIONS, LoadedCase, add_common_cli_arguments, checked_mask, finish_cli,
                        read_image, run_conversion, split_items)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 
-from rprloc_core import dataset
-from rprloc_core.preprocess import preprocess_all
-from rprloc_core.phantom import write_phantom_dataset
+from rprloc_core.data import dataset
+from rprloc_core.data.preprocess import preprocess_all
+from rprloc_core.data.phantom import write_phantom_dataset
 
 from . import openkbp
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -42,12 +44,13 @@ import SimpleITK as sitk
 from IPython.display import Markdown, display
 
 from data_prep.prepare import prepare
-from rprloc_core import cases, dataset
-from rprloc_core.config import load_profile
-from rprloc_core.organs import HAN_ORGANS, ORGANS
+from rprloc_core.data import cases
+from rprloc_core.data import dataset
+from rprloc_core.settings import load_profile
+from rprloc_core.data.organs import HAN_ORGANS, ORGANS
 from rprloc_core.paths import results_dir
 from rprloc_core.plotting import organ_legend, orthogonal_views
-from rprloc_core.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, intensity_map
+from rprloc_core.data.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, intensity_map
 from rprloc_core.reporting import markdown_table, save_figure, write_json, write_table
 
 cfg = load_profile(profile)

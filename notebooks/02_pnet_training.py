@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,12 +41,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rprloc_core import models
-from rprloc_core.config import load_profile
+from rprloc_core.experiments import models
+from rprloc_core.settings import load_profile
 from rprloc_core.paths import results_dir
-from rprloc_core.pnet import PNet, layer_table
+from rprloc_core.rprloc.pnet import PNet, layer_table
 from rprloc_core.reporting import markdown_table, save_figure, write_table
-from rprloc_core.training import load_history, plot_history
+from rprloc_core.rprloc.training import load_history, plot_history
 
 cfg = load_profile(profile)
 results = results_dir(profile)
@@ -62,7 +64,7 @@ pd.DataFrame([{"model": n, "r_mm": c.r_mm, "patch_size": c.patch_size, "grid": f
 # layers with no activation between them, as in the authors' code.
 
 # %%
-from rprloc_core.dataset import preprocess_params  # noqa: E402
+from rprloc_core.data.dataset import preprocess_params  # noqa: E402
 
 base_spacing = preprocess_params(cfg).spacing_zyx
 for name in ("coarse", "fine"):

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -37,11 +39,15 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rprloc_core import dataset, evaluation, models, rprloc_runs
-from rprloc_core.config import load_profile
-from rprloc_core.geometry import EXTREME_POINT_NAMES, bounding_box, box_from_points, extreme_points
-from rprloc_core.inference import localize, stack_organ_landmarks
-from rprloc_core.organs import HAN_ORGANS
+from rprloc_core.data import dataset
+from rprloc_core.evaluation import scoring as evaluation
+from rprloc_core.experiments import models
+from rprloc_core.experiments import rprloc_predictions as rprloc_runs
+from rprloc_core.settings import load_profile
+from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points
+from rprloc_core.geometry.boxes import bounding_box, box_from_points
+from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
+from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.paths import results_dir
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views, method_figure
 from rprloc_core.reporting import markdown_table, save_figure, write_table
@@ -114,7 +120,7 @@ display(Markdown(
 # hour on one CPU core.
 
 # %%
-from rprloc_core.training import load_history  # noqa: E402
+from rprloc_core.rprloc.training import load_history  # noqa: E402
 
 trained = pd.read_csv(results / "tables" / "pnet_training.csv").set_index("name")
 history = load_history(models.models_dir(cfg) / "coarse")

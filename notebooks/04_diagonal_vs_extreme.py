@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -31,10 +33,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Markdown, display
 
-from rprloc_core import dataset, evaluation, models, rprloc_runs
-from rprloc_core.config import load_profile
-from rprloc_core.geometry import bounding_box, box_from_landmarks, diagonal_points, extreme_points
-from rprloc_core.organs import HAN_ORGANS
+from rprloc_core.data import dataset
+from rprloc_core.evaluation import scoring as evaluation
+from rprloc_core.experiments import models
+from rprloc_core.experiments import rprloc_predictions as rprloc_runs
+from rprloc_core.settings import load_profile
+from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
+from rprloc_core.geometry.landmarks import diagonal_points, extreme_points
+from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.paths import results_dir
 from rprloc_core.plotting import VIEWS, boxes_in_views, draw_points, patch_rectangle
 from rprloc_core.reporting import markdown_table, save_figure, write_table

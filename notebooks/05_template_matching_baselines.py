@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -51,12 +53,17 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from rprloc_core import autoencoder, dataset, evaluation, rprloc_runs, template_plots, template_runs
-from rprloc_core.config import load_profile
-from rprloc_core.organs import HAN_ORGANS
+from rprloc_core.baselines import feature_matching as autoencoder
+from rprloc_core.data import dataset
+from rprloc_core.evaluation import scoring as evaluation
+from rprloc_core.experiments import rprloc_predictions as rprloc_runs
+from rprloc_core.experiments import figures as template_plots
+from rprloc_core.experiments import template_predictions as template_runs
+from rprloc_core.settings import load_profile
+from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.paths import results_dir
 from rprloc_core.reporting import markdown_table, save_figure, write_table
-from rprloc_core.template_matching import METHODS
+from rprloc_core.baselines.template_matching import METHODS
 
 cfg = load_profile(profile)
 results = results_dir(profile)

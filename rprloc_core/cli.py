@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import DataError
+from rprloc_core.errors import DataError
 
 
 def read_any_image(path) -> sitk.Image:
@@ -44,7 +44,7 @@ def read_any_image(path) -> sitk.Image:
 def read_support_labels(path, organ: str | None) -> dict:
     from data_prep._convert import strip_image_suffix
 
-    from .organs import canonical_organ
+    from rprloc_core.data.organs import canonical_organ
 
     path = Path(path)
     if path.is_dir():
@@ -62,17 +62,18 @@ def read_support_labels(path, organ: str | None) -> dict:
 
 
 def _preprocess(image, labels, spacing_zyx, case_id, where):
-    from .preprocess import PreprocessParams, preprocess_image, preprocessed_from_arrays
+    from rprloc_core.data.preprocess import PreprocessParams, preprocess_image, preprocessed_from_arrays
 
     arrays, info = preprocess_image(image, labels, PreprocessParams(spacing_zyx=tuple(spacing_zyx)), where=where)
     return preprocessed_from_arrays(case_id, arrays, info)
 
 
 def localize_command(args) -> int:
-    from .evaluation import organ_landmarks_mm
-    from .geometry import EXTREME_POINT_NAMES, lps_to_index
-    from .inference import localize, stack_organ_landmarks
-    from .pnet import load_pnet
+    from rprloc_core.evaluation.scoring import organ_landmarks_mm
+    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
+    from rprloc_core.geometry.space import lps_to_index
+    from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
+    from rprloc_core.rprloc.pnet import load_pnet
 
     coarse = load_pnet(Path(args.models) / "coarse" / "best.pt")
     fine_path = Path(args.models) / "fine" / "best.pt"
@@ -96,7 +97,7 @@ def localize_command(args) -> int:
     out = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
            "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
            "organs": {}}
-    from .geometry import index_to_lps
+    from rprloc_core.geometry.space import index_to_lps
 
     for organ, pts_mm in result.points_by_organ().items():
         pts_lps = index_to_lps(to_lps, pts_mm / query.spacing)
@@ -114,8 +115,8 @@ def localize_command(args) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .geometry import box_from_points
-        from .plotting import ORGAN_COLOURS, boxes_in_views
+        from rprloc_core.geometry.boxes import box_from_points
+        from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
 
         boxes = {o: (box_from_points(p / query.spacing), ORGAN_COLOURS.get(o, "yellow"), "--")
                  for o, p in result.points_by_organ().items()}
@@ -144,9 +145,9 @@ def train_command(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from .config import load_profile
-    from .models import train_configs
-    from .training import train_pnet
+    from rprloc_core.settings import load_profile
+    from rprloc_core.experiments.models import train_configs
+    from rprloc_core.rprloc.training import train_pnet
 
     cfg = load_profile(args.profile)
     spacing = cfg["preprocess"]["spacing_zyx"]

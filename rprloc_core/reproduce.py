@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .config import load_profile
-from .paths import PROJECT_ROOT, results_dir
-from .reporting import write_json
+from rprloc_core.settings import load_profile
+from rprloc_core.paths import PROJECT_ROOT, results_dir
+from rprloc_core.reporting import write_json
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 PACKAGES = ("torch", "numpy", "SimpleITK", "pandas", "matplotlib", "papermill", "jupytext", "ipywidgets")

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from data_prep import _convert, generic, nih_pancreas, pddca, structseg
-from rprloc_core.cases import load_image, load_label, read_case_table
+from rprloc_core.data.cases import load_image, load_label, read_case_table
 from rprloc_core.errors import DataError, UnknownOrganError
 
 SIZE_XYZ = (20, 24, 28)

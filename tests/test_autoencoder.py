@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from rprloc_core import autoencoder as ae
-from rprloc_core import template_matching as tm
-from rprloc_core.volume import Volume
+from rprloc_core.baselines import feature_matching as ae
+from rprloc_core.baselines import template_matching as tm
+from rprloc_core.geometry.volume import Volume
 
 SMALL = ae.AEConfig(patch_size=(8, 12, 12), latent_dim=8, channels=(4, 8))
 

@@ -7,7 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from rprloc_core import cli
-from rprloc_core.phantom import make_phantom_case
+from rprloc_core.data.phantom import make_phantom_case
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rprloc_core.evaluation import case_rng, paper_table, score_prediction, summarize, with_paper_columns
-from rprloc_core.preprocess import PreprocessedCase
-from rprloc_core.volume import Volume
+from rprloc_core.evaluation.scoring import case_rng, paper_table, score_prediction, summarize, with_paper_columns
+from rprloc_core.data.preprocess import PreprocessedCase
+from rprloc_core.geometry.volume import Volume
 
 
 def _frame():
@@ -41,7 +41,7 @@ def test_score_prediction_perfect_and_shifted():
     mask[5:10, 6:12, 7:15] = 1
     case = PreprocessedCase("q", Volume(np.zeros((20, 20, 20)), (3.0, 2.0, 2.0)), np.zeros((20, 20, 20), np.int16),
                             {"Brainstem": mask})
-    from rprloc_core.geometry import extreme_points
+    from rprloc_core.geometry.landmarks import extreme_points
 
     pts_mm = extreme_points(mask) * case.spacing
     assert score_prediction(case, "Brainstem", pts_mm, "extreme")["iou_pct"] == pytest.approx(100.0)

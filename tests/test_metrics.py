@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rprloc_core.metrics import (awd_mm, box_iou_physical, box_iou_voxel, detection_rate, point_errors_mm)
+from rprloc_core.metrics import awd_mm, box_iou_physical, box_iou_voxel, detection_rate, point_errors_mm
 
 
 def test_iou_paper_convention_by_hand():

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from data_prep import openkbp
-from rprloc_core import cases
+from rprloc_core.data import cases
 from rprloc_core.errors import DataError
 
 

@@ -6,9 +6,9 @@ import pytest
 import SimpleITK as sitk
 
 from data_prep import openkbp
-from rprloc_core import cases
-from rprloc_core.geometry import index_to_lps
-from rprloc_core.preprocess import PreprocessParams, load_preprocessed, preprocess_case
+from rprloc_core.data import cases
+from rprloc_core.geometry.space import index_to_lps
+from rprloc_core.data.preprocess import PreprocessParams, load_preprocessed, preprocess_case
 
 pytestmark = pytest.mark.realdata
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rprloc_core.organs import HAN_ORGANS
+from rprloc_core.data.organs import HAN_ORGANS
 
 DEMO = Path(__file__).resolve().parent.parent / "results" / "demo"
 pytestmark = pytest.mark.skipif(not (DEMO / "manifest.json").is_file(), reason="no committed demo results")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from rprloc_core import template_matching as tm
-from rprloc_core.volume import Volume
+from rprloc_core.baselines import template_matching as tm
+from rprloc_core.geometry.volume import Volume
 
 
 def smooth_blobs(shape, rng, n_blobs=8, air_below=0.08):

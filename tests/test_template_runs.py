@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rprloc_core import autoencoder as ae
-from rprloc_core import template_matching as tm
-from rprloc_core import template_runs
-from rprloc_core.volume import Volume
+from rprloc_core.baselines import feature_matching as ae
+from rprloc_core.baselines import template_matching as tm
+from rprloc_core.experiments import template_predictions as template_runs
+from rprloc_core.geometry.volume import Volume
 
 SMALL = ae.AEConfig(patch_size=(6, 8, 8), latent_dim=8, channels=(4, 8))
 

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from rprloc_core.pnet import load_pnet, read_checkpoint
-from rprloc_core.training import TrainConfig, load_history, plot_history, train_pnet
-from rprloc_core.volume import Volume
+from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
+from rprloc_core.rprloc.training import TrainConfig, load_history, plot_history, train_pnet
+from rprloc_core.geometry.volume import Volume
 
 torch.set_num_threads(1)
 

@@ -30,9 +30,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .patches import cut_patches, draw_nonair_voxels
-from .template_matching import FEATURE_METHODS, _check_sizes, _device, pad_for_windows
-from .volume import Volume
+from rprloc_core.geometry.patches import cut_patches, draw_nonair_voxels
+from rprloc_core.baselines.template_matching import FEATURE_METHODS, _check_sizes, _device, pad_for_windows
+from rprloc_core.geometry.volume import Volume
 
 
 @dataclass

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import dataset
-from .geometry import bounding_box, box_from_landmarks, landmarks
-from .metrics import box_metrics, point_errors_mm
-from .organs import HAN_ORGANS
-from .preprocess import PreprocessedCase
+from rprloc_core.data import dataset
+from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
+from rprloc_core.geometry.landmarks import landmarks
+from rprloc_core.metrics import box_metrics, point_errors_mm
+from rprloc_core.data.organs import HAN_ORGANS
+from rprloc_core.data.preprocess import PreprocessedCase
 
 Method = Callable[[PreprocessedCase, PreprocessedCase, dict], tuple]
 
@@ -120,7 +121,7 @@ def with_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, on: dict) -> pd
 
 def paper_table(name: str) -> pd.DataFrame:
     """A table of the papers' numbers from ../shared/reference, or the copy in rprloc_core/reference."""
-    from .paths import PROJECT_ROOT
+    from rprloc_core.paths import PROJECT_ROOT
 
     for base in (PROJECT_ROOT / "rprloc_core" / "reference", PROJECT_ROOT.parent / "shared" / "reference"):
         if (base / f"{name}.csv").is_file():
@@ -139,7 +140,7 @@ def case_rng(seed: int, *names: str) -> np.random.Generator:
 def rprloc_method(coarse, fine=None, schedule=("coarse",), k: int = 15, ensemble: str = "mean_position",
                   seed: int = 0, device=None) -> Method:
     """RPR-Loc as an evaluation method: all organs' landmarks localized in one batched call."""
-    from .inference import localize, stack_organ_landmarks
+    from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
     def predict(query, support, support_points):
         points, organ_of_point, _ = stack_organ_landmarks(support_points)
@@ -157,7 +158,7 @@ def template_method(name: str, patch_size, stride: int = 2, encoder=None, device
     the query is the prediction."""
     import time
 
-    from .template_matching import cut_templates, match
+    from rprloc_core.baselines.template_matching import cut_templates, match
 
     def predict(query, support, support_points):
         start = time.perf_counter()

@@ -13,12 +13,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from .training import TrainConfig
+from rprloc_core.rprloc.training import TrainConfig
 
 
 def models_dir(cfg: dict) -> Path:
     """Checkpoints are data, never committed: data/<dataset>/models/<profile>/<name>/."""
-    from .dataset import dataset_root
+    from rprloc_core.data.dataset import dataset_root
 
     return dataset_root(cfg) / "models" / cfg["name"]
 
@@ -59,9 +59,9 @@ def train_one(profile: str, name: str, threads: int = 1, progress: bool = False)
     only: no label file is opened (see dataset.unlabelled_volumes)."""
     import torch
 
-    from . import dataset
-    from .config import load_profile
-    from .training import train_pnet
+    from rprloc_core.data import dataset
+    from rprloc_core.settings import load_profile
+    from rprloc_core.rprloc.training import train_pnet
 
     if threads:
         torch.set_num_threads(threads)
@@ -95,7 +95,7 @@ def train_all(cfg: dict, names=None, parallel: bool = True, progress: bool = Tru
 
 def load_models(cfg: dict, names=None, device=None) -> dict:
     """name -> PNet (the best checkpoint by validation loss), in eval mode."""
-    from .pnet import load_pnet
+    from rprloc_core.rprloc.pnet import load_pnet
 
     names = list(names or train_configs(cfg))
     models = {}

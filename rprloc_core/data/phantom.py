@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import cases
+from rprloc_core.data import cases
 
 PHANTOM_ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid", "SpinalCord")
 FIELD_OF_VIEW_MM = np.array([150.0, 180.0, 180.0])  # (z, y, x)

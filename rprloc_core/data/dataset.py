@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cases
-from .errors import DataError, MissingOrganError
-from .paths import data_dir
-from .preprocess import PreprocessedCase, PreprocessParams, intensity_map, load_preprocessed, preprocess_case
-from .volume import Volume
+from rprloc_core.data import cases
+from rprloc_core.errors import DataError, MissingOrganError
+from rprloc_core.paths import data_dir
+from rprloc_core.data.preprocess import (PreprocessedCase, PreprocessParams, intensity_map, load_preprocessed, preprocess_case)
+from rprloc_core.geometry.volume import Volume
 
 CASES_ENV = "RPRLOC_CASES_DIR"
 
@@ -77,7 +77,7 @@ def organ_mask(case: PreprocessedCase, organ: str) -> np.ndarray:
 
 def case_geometry(cfg: dict, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per case: split, organs, spacing and shape before and after preprocessing."""
-    from .preprocess import cache_path
+    from rprloc_core.data.preprocess import cache_path
 
     table = case_table(cfg) if table is None else table
     params = preprocess_params(cfg)

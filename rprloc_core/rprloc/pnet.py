@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import DataError
-from .patches import as_patch_size
+from rprloc_core.errors import DataError
+from rprloc_core.geometry.patches import as_patch_size
 
 CHECKPOINT_FORMAT = "rprloc.pnet"
 TRAINING_STATE_FORMAT = "rprloc.pnet_training"

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .patches import draw_nonair_voxels
+from rprloc_core.geometry.patches import draw_nonair_voxels
 
 MODES = ("coarse", "fine")
 

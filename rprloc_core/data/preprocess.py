@@ -20,10 +20,10 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
-from . import cases
-from .errors import DataError
-from .geometry import shape_zyx, spacing_zyx, zyx_to_xyz
-from .volume import Volume
+from rprloc_core.data import cases
+from rprloc_core.errors import DataError
+from rprloc_core.geometry.space import shape_zyx, spacing_zyx, zyx_to_xyz
+from rprloc_core.geometry.volume import Volume
 
 PREPROCESS_VERSION = 2
 INTENSITY_KNOTS_HU = (-500.0, -100.0, 100.0, 1500.0)

@@ -23,11 +23,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .patches import cut_patches, require_volume_fits_patch
-from .pnet import (TRAINING_STATE_FORMAT, PNet, atomic_torch_save, checkpoint_payload, predict_offset_mm,
-                   save_checkpoint)
-from .sampling import PatchGroups, draw_training_groups, fixed_validation_pairs, off_diagonal, pair_offsets_mm
-from .volume import Volume
+from rprloc_core.geometry.patches import cut_patches, require_volume_fits_patch
+from rprloc_core.rprloc.pnet import (TRAINING_STATE_FORMAT, PNet, atomic_torch_save, checkpoint_payload, predict_offset_mm, save_checkpoint)
+from rprloc_core.rprloc.sampling import (PatchGroups, draw_training_groups, fixed_validation_pairs, off_diagonal, pair_offsets_mm)
+from rprloc_core.geometry.volume import Volume
 
 # Fields a resumed run may change without changing what is being trained.
 RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
@@ -175,7 +174,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
     rng = np.random.default_rng(train_seq)
     model = build_model(config, [float(s) for s in spacing]).to(device)
     if config.init_from and not last_path.exists():
-        from .pnet import read_checkpoint
+        from rprloc_core.rprloc.pnet import read_checkpoint
 
         model.load_state_dict(read_checkpoint(config.init_from)["state_dict"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

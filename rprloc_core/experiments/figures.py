@@ -6,8 +6,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .geometry import bounding_box, box_from_landmarks
-from .plotting import ORGAN_COLOURS, VIEWS, boxes_in_views
+from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
+from rprloc_core.plotting import ORGAN_COLOURS, VIEWS, boxes_in_views
 
 # (row axis, column axis) of the (z, y, x) array shown in each view, as in plotting.py
 _SHOWN_AXES = {"axial": (1, 2), "coronal": (0, 2), "sagittal": (0, 1)}

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from .errors import DataError, MissingOrganError
-from .geometry import shape_zyx, spacing_zyx
-from .organs import canonical_organ
+from rprloc_core.errors import DataError, MissingOrganError
+from rprloc_core.geometry.space import shape_zyx, spacing_zyx
+from rprloc_core.data.organs import canonical_organ
 
 CASE_TABLE = "cases.csv"
 SPLITS = ("train", "validation", "test")

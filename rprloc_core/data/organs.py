@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import UnknownOrganError
+from rprloc_core.errors import UnknownOrganError
 
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid",
           "SpinalCord", "Esophagus", "Larynx", "Pancreas")

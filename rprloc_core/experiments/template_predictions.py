@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import dataset, evaluation
-from .evaluation import organ_landmarks_mm, run_jobs, score_prediction
-from .organs import HAN_ORGANS
-from .template_matching import METHODS
+from rprloc_core.data import dataset
+from rprloc_core.evaluation import scoring as evaluation
+from rprloc_core.evaluation.scoring import organ_landmarks_mm, run_jobs, score_prediction
+from rprloc_core.data.organs import HAN_ORGANS
+from rprloc_core.baselines.template_matching import METHODS
 
 # The paper's names for the methods (rows of its Table 3).
 METHOD_LABELS = {"gs_mse": "GS MSE", "gs_cosine": "GS Cosine", "gs_ncc": "GS NCC",
@@ -50,7 +51,7 @@ def settings(cfg: dict) -> dict:
 def ae_config(cfg: dict):
     """The auto-encoder's architecture: its patch is the template (FM compares latents of windows
     of exactly the template's size)."""
-    from .autoencoder import AEConfig
+    from rprloc_core.baselines.feature_matching import AEConfig
 
     section = settings(cfg)
     ae = section["autoencoder"]
@@ -61,7 +62,7 @@ def ae_config(cfg: dict):
 
 def encoder_path(cfg: dict) -> Path:
     """data/<dataset>/models/<profile>/autoencoder/checkpoint.pt (model, optimizer, history)."""
-    from .models import models_dir
+    from rprloc_core.experiments.models import models_dir
 
     return models_dir(cfg) / "autoencoder" / "checkpoint.pt"
 
@@ -69,7 +70,7 @@ def encoder_path(cfg: dict) -> Path:
 def train_encoder(cfg: dict, progress: bool = True):
     """Train (or resume, or just load if finished) the profile's patch auto-encoder on the training
     split's intensity volumes: no label file is opened (dataset.unlabelled_volumes)."""
-    from .autoencoder import train_autoencoder
+    from rprloc_core.baselines.feature_matching import train_autoencoder
 
     ae = settings(cfg)["autoencoder"]
     volumes = dataset.unlabelled_volumes(cfg, "train", progress=progress)
@@ -80,7 +81,7 @@ def train_encoder(cfg: dict, progress: bool = True):
 
 
 def load_encoder(cfg: dict):
-    from .autoencoder import load_autoencoder
+    from rprloc_core.baselines.feature_matching import load_autoencoder
 
     return load_autoencoder(encoder_path(cfg))
 
@@ -95,7 +96,7 @@ def encoder_step(cfg: dict) -> int:
 @lru_cache(maxsize=2)
 def _encoder(profile: str, checkpoint_mtime_ns: int):
     """The encoder and its step, loaded once per process (and again if the checkpoint changes)."""
-    from .config import load_profile
+    from rprloc_core.settings import load_profile
 
     cfg = load_profile(profile)
     return load_encoder(cfg), encoder_step(cfg)
@@ -131,9 +132,9 @@ def _is_current(path: Path, key: str) -> bool:
 def compute_pair(profile: str, support_id: str, query_id: str, organs=HAN_ORGANS) -> Path:
     """Run (or read back) all five methods on one pair; returns its cache file. Templates are cut
     around the support's extreme points of every organ the query has, as `template_method` does."""
-    from .config import load_profile
-    from .inference import stack_organ_landmarks
-    from .template_matching import FEATURE_METHODS, GRAY_METHODS, cut_templates, match_all
+    from rprloc_core.settings import load_profile
+    from rprloc_core.rprloc.inference import stack_organ_landmarks
+    from rprloc_core.baselines.template_matching import FEATURE_METHODS, GRAY_METHODS, cut_templates, match_all
 
     cfg = load_profile(profile)
     encoder, step = _encoder(profile, encoder_path(cfg).stat().st_mtime_ns)
@@ -218,8 +219,8 @@ def torch_threads(n: int | None):
 def _warm_up(encoder, patch_size, stride: int) -> None:
     """One tiny call of every code path (FFT, box sums, dense encoder), so that no first-call cost
     lands in the first timed query."""
-    from .template_matching import match
-    from .volume import Volume
+    from rprloc_core.baselines.template_matching import match
+    from rprloc_core.geometry.volume import Volume
 
     rng = np.random.default_rng(0)
     volume = Volume(rng.random(tuple(s + 4 for s in patch_size)).astype(np.float32), [1.0, 1.0, 1.0])
@@ -254,7 +255,7 @@ def time_rprloc(cfg: dict, support_id: str, query_ids, threads=None, progress: b
     baselines: `evaluation.rprloc_method` on the same support and queries."""
     import torch
 
-    from .models import load_models
+    from rprloc_core.experiments.models import load_models
 
     models = load_models(cfg, ["coarse", "fine"])
     k = int(cfg["rprloc"]["inference"]["k"])

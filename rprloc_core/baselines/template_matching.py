@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .patches import as_patch_size, cut_patches, require_volume_fits_patch
-from .volume import Volume
+from rprloc_core.geometry.patches import as_patch_size, cut_patches, require_volume_fits_patch
+from rprloc_core.geometry.volume import Volume
 
 GRAY_METHODS = ("gs_mse", "gs_cosine", "gs_ncc")
 FEATURE_METHODS = ("fm_mse", "fm_cosine")
@@ -263,7 +263,7 @@ def match(query: Volume, templates: np.ndarray, method: str, stride: int = 2, en
     if method in GRAY_METHODS:
         maps = gray_score_maps(query.array, templates, method, stride=stride, device=device, chunk=chunk)
     else:
-        from .autoencoder import feature_score_maps   # lazy: autoencoder imports this module
+        from rprloc_core.baselines.feature_matching import (feature_score_maps)  # lazy: autoencoder imports this module
         if encoder is None:
             raise ValueError(f"method {method!r} needs an encoder (autoencoder.PatchAutoencoder)")
         maps = feature_score_maps(encoder, query.array, templates, method, stride=stride, device=device,
@@ -292,7 +292,7 @@ def match_all(query: Volume, templates: np.ndarray, methods=METHODS, stride: int
             results[method] = _result(query, maps[method], method, stride, return_maps)
     features = [m for m in methods if m in FEATURE_METHODS]
     if features:
-        from .autoencoder import dense_latents, feature_score_maps
+        from rprloc_core.baselines.feature_matching import dense_latents, feature_score_maps
         if encoder is None:
             raise ValueError(f"methods {features} need an encoder (autoencoder.PatchAutoencoder)")
         latents = dense_latents(encoder, query.array, stride=stride, device=device)
@@ -354,7 +354,7 @@ def match_naive(query: Volume, templates: np.ndarray, method: str, stride: int =
         scores = np.stack([_naive_gray_scores(window_at(c), t_flat, t_centred, t_norm2, t_cnorm2, method, floor2)
                            for c in centres], axis=1)
     else:
-        from .autoencoder import encode_windows, latent_scores
+        from rprloc_core.baselines.feature_matching import encode_windows, latent_scores
         if encoder is None:
             raise ValueError(f"method {method!r} needs an encoder (autoencoder.PatchAutoencoder)")
         t_latent = encode_windows(encoder, templates, device=device)

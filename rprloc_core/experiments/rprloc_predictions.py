@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import dataset
-from .evaluation import case_rng, organ_landmarks_mm, run_jobs, score_prediction
-from .organs import HAN_ORGANS
+from rprloc_core.data import dataset
+from rprloc_core.evaluation.scoring import case_rng, organ_landmarks_mm, run_jobs, score_prediction
+from rprloc_core.data.organs import HAN_ORGANS
 
 STAGES = ("start", "coarse1", "coarse2", "coarse3", "fine")
 STAGE_LABELS = {"coarse1": "Mc (one step)", "coarse2": "Mc (two steps)", "coarse3": "Mc (three steps)",
@@ -37,7 +37,7 @@ def runs_dir(cfg: dict, strategy: str) -> Path:
 
 
 def models_tag(cfg: dict) -> str:
-    from .models import models_dir
+    from rprloc_core.experiments.models import models_dir
 
     files = [models_dir(cfg) / name / "best.pt" for name in ("coarse", "fine")]
     missing = [str(f) for f in files if not f.is_file()]
@@ -58,16 +58,16 @@ def _file_hash(files) -> str:
 
 @lru_cache(maxsize=4)
 def _models(profile: str):
-    from .config import load_profile
-    from .models import load_models
+    from rprloc_core.settings import load_profile
+    from rprloc_core.experiments.models import load_models
 
     return load_models(load_profile(profile), ["coarse", "fine"])
 
 
 def compute_pair(profile: str, support_id: str, query_id: str, strategy: str, organs=HAN_ORGANS) -> Path:
     """Run (or read back) one pair; returns its cache file."""
-    from .config import load_profile
-    from .inference import localize, stack_organ_landmarks
+    from rprloc_core.settings import load_profile
+    from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
     cfg = load_profile(profile)
     out = runs_dir(cfg, strategy) / f"{support_id}__{query_id}.npz"
