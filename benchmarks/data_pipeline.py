@@ -14,9 +14,9 @@ import platform
 import tempfile
 import time
 
-from rprloc_core.settings import load_profile
 from rprloc_core.paths import results_dir
 from rprloc_core.reporting import write_json
+from rprloc_core.settings import load_settings
 
 
 def main(argv=None) -> int:
@@ -24,19 +24,19 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="demo")
     parser.add_argument("--limit", type=int, default=None, help="first N patients per split only")
     args = parser.parse_args(argv)
-    cfg = load_profile(args.profile)
+    settings = load_settings(args.profile)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["RPRLOC_DATA_DIR"] = tmp  # empty: measure the whole pipeline, no cache
         from data_prep.prepare import prepare
 
         start = time.perf_counter()
-        report = prepare(cfg, limit=args.limit, progress=True)
+        report = prepare(settings, limit=args.limit, progress=True)
         wall = time.perf_counter() - start
     figures = {
         "profile": args.profile, "n_cases": report["n_cases"], "source": report["source"],
         "convert_s": round(report["convert_s"], 1), "preprocess_s": round(report["preprocess_s"], 1),
         "total_s": round(wall, 1), "seconds_per_case": round(wall / max(report["n_cases"], 1), 3),
-        "preprocess_workers": cfg["preprocess"].get("workers", 2), "cpus": os.cpu_count(),
+        "preprocess_workers": settings.preprocess.workers, "cpus": os.cpu_count(),
         "machine": platform.platform(), "target_total_s": 300,
     }
     print(f"{figures['n_cases']} cases: convert {figures['convert_s']} s + preprocess {figures['preprocess_s']} s "

@@ -26,11 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rprloc_core.rprloc.inference import localize, localize_naive  # noqa: E402
+from rprloc_core.geometry.volume import Volume  # noqa: E402
 from rprloc_core.paths import results_dir  # noqa: E402
+from rprloc_core.rprloc.inference import localize, localize_naive  # noqa: E402
 from rprloc_core.rprloc.pnet import PNet, load_pnet  # noqa: E402
 from rprloc_core.rprloc.training import TrainConfig, train_pnet  # noqa: E402
-from rprloc_core.geometry.volume import Volume  # noqa: E402
 
 DEMO_SHAPE, DEMO_SPACING = (107, 125, 150), (3.0, 2.0, 2.0)
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid")
@@ -84,13 +84,11 @@ def time_inference(engine, query, support, points, organs, coarse, fine, schedul
     return {"total_s": wall, "per_organ_s": wall / len(set(organs))}, result
 
 
-def training_throughput(mode: str, steps: int, volumes, val, device, cfg=None) -> dict:
-    if cfg is not None and "rprloc" in cfg:  # the profile's own training settings
+def training_throughput(mode: str, steps: int, volumes, val, device, settings=None) -> dict:
+    if settings is not None:  # the profile's own training settings
         from dataclasses import replace
 
-        from rprloc_core.experiments.models import train_configs
-
-        config = replace(train_configs(cfg)[mode], steps=steps, val_every=steps, val_pairs=56, time_limit_s=None)
+        config = replace(getattr(settings.rprloc, mode), steps=steps, val_every=steps, val_pairs=56, time_limit_s=None)
     elif mode == "coarse":
         config = TrainConfig(mode="coarse", variant="han", base_width=16, patch_size=(16, 16, 16), r_mm=300.0,
                              downsample=2, volumes_per_step=4, patches_per_volume=8, steps=steps,
@@ -130,28 +128,29 @@ def main(argv=None) -> dict:
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     t_setup = time.perf_counter()
-    from rprloc_core.settings import load_profile
     from rprloc_core.experiments.models import models_dir
+    from rprloc_core.settings import load_settings
 
-    cfg = load_profile(args.profile)
-    trained = models_dir(cfg) / "coarse" / "best.pt"
+    settings = load_settings(args.profile)
+    trained = models_dir(settings) / "coarse" / "best.pt"
     real = None
     query, support = phantom(args.seed + 1), phantom(args.seed + 2)
-    if not (args.coarse or args.fine) and trained.is_file() and (models_dir(cfg) / "fine" / "best.pt").is_file():
+    if not (args.coarse or args.fine) and trained.is_file() and (models_dir(settings) / "fine" / "best.pt").is_file():
         # the profile's trained models on its real data: first support and first query of notebook 03
         from rprloc_core.data import dataset
-        from rprloc_core.evaluation import scoring as evaluation
-        from rprloc_core.rprloc.inference import stack_organ_landmarks
         from rprloc_core.data.organs import HAN_ORGANS
+        from rprloc_core.evaluation import protocol
+        from rprloc_core.rprloc.inference import stack_organ_landmarks
 
-        args.coarse, args.fine = trained, models_dir(cfg) / "fine" / "best.pt"
-        support_id = evaluation.choose_supports(cfg, HAN_ORGANS, n=1, seed=cfg["seed"])[0]
-        query_id = next(q for q in evaluation.query_cases(cfg, HAN_ORGANS)
-                        if all(o in dataset.case_table(cfg).set_index("case_id").loc[q, "organs"] for o in HAN_ORGANS))
-        support_case, query_case = dataset.load_case(cfg, support_id), dataset.load_case(cfg, query_id)
+        args.coarse, args.fine = trained, models_dir(settings) / "fine" / "best.pt"
+        support_id = protocol.choose_supports(settings, HAN_ORGANS, n=1, seed=settings.seed)[0]
+        table = dataset.case_table(settings).set_index("case_id")
+        query_id = next(q for q in protocol.query_cases(settings, HAN_ORGANS)
+                        if all(o in table.loc[q, "organs"] for o in HAN_ORGANS))
+        support_case, query_case = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
         query, support = query_case.volume, support_case.volume
         real = (support_id, query_id,
-                stack_organ_landmarks(evaluation.organ_landmarks_mm(support_case, HAN_ORGANS, "extreme")))
+                stack_organ_landmarks(protocol.organ_landmarks_mm(support_case, HAN_ORGANS, "extreme")))
     if args.coarse or args.fine:
         if not (args.coarse and args.fine):
             parser.error("give both --coarse and --fine, or neither")
@@ -199,7 +198,7 @@ def main(argv=None) -> dict:
         val_vols = [phantom(200)] if real is None else [support]
         for mode in ("coarse", "fine"):
             training[mode] = training_throughput(mode, args.train_steps, train_vols, val_vols, device,
-                                                 cfg if real is not None else None)
+                                                 settings if real is not None else None)
             print(f"training {mode:6s} {training[mode]['s_per_step']:.2f} s/step, "
                   f"{training[mode]['pairs_per_s']:.0f} pairs/s", flush=True)
 

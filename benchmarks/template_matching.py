@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rprloc_core.baselines import feature_matching as ae  # noqa: E402
 from rprloc_core.baselines import template_matching as tm  # noqa: E402
+from rprloc_core.baselines import windows  # noqa: E402
 from rprloc_core.geometry.landmarks import extreme_points  # noqa: E402
 from rprloc_core.geometry.volume import Volume  # noqa: E402
 
@@ -136,7 +137,7 @@ def main(argv=None):
         encoder = ae.load_autoencoder(args.encoder)
     else:
         encoder = ae.build_autoencoder(ae.AEConfig(patch_size=size), seed=args.seed)
-    device = tm._device(args.device)
+    device = windows.default_device(args.device)
 
     print(f"query {query.shape} voxels at {query.spacing.tolist()} mm, {len(points)} templates of {size}, "
           f"stride 2, device {device}, torch threads {torch.get_num_threads()}")

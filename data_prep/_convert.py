@@ -43,7 +43,7 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
-from rprloc_core.data.cases import (SPLITS, case_exists, check_same_grid, clean_partial, rebuild_case_table, write_case)
+from rprloc_core.data.cases import SPLITS, case_exists, check_same_grid, clean_partial, rebuild_case_table, write_case
 from rprloc_core.errors import DataError, EmptyMaskError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")

@@ -19,11 +19,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rprloc_core.errors import DataError, UnknownOrganError
 from rprloc_core.data.organs import canonical_organ
+from rprloc_core.errors import DataError, UnknownOrganError
 
-from ._convert import (DEFAULT_FRACTIONS, LoadedCase, add_common_cli_arguments, checked_mask, finish_cli,
-                       read_image, run_conversion, split_items)
+from ._convert import (
+    DEFAULT_FRACTIONS,
+    LoadedCase,
+    add_common_cli_arguments,
+    checked_mask,
+    finish_cli,
+    read_image,
+    run_conversion,
+    split_items,
+)
 
 SOURCE_NAME = "pddca"
 

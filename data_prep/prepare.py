@@ -9,38 +9,36 @@ from __future__ import annotations
 import time
 
 from rprloc_core.data import dataset
-from rprloc_core.data.preprocess import preprocess_all
 from rprloc_core.data.phantom import write_phantom_dataset
+from rprloc_core.data.preprocess import preprocess_all
 
 from . import openkbp
 
 
-def prepare(cfg: dict, source=None, progress: bool = True, limit: int | None = None) -> dict:
+def prepare(settings, source=None, progress: bool = True, limit: int | None = None) -> dict:
     """Returns timings and the conversion/preprocessing summaries."""
-    data = cfg["data"]
-    cases_root = dataset.cases_root(cfg)
-    report = {"dataset": data["dataset"], "cases_root": str(cases_root)}
+    data = settings.data
+    cases_root = dataset.cases_root(settings)
+    report = {"dataset": data.dataset, "cases_root": str(cases_root)}
     start = time.perf_counter()
-    if data["dataset"] == "phantom":
-        write_phantom_dataset(cases_root, data["n_train"], data["n_validation"], data["n_test"], seed=cfg["seed"])
+    if data.dataset == "phantom":
+        write_phantom_dataset(cases_root, data.n_train, data.n_validation, data.n_test, seed=settings.seed)
         report["source"] = "generated phantom"
-    elif data["dataset"] == "openkbp":
-        upstream = openkbp.resolve_source(source, data.get("source"))
+    elif data.dataset == "openkbp":
+        upstream = openkbp.resolve_source(source, data.source)
         if upstream is None:
             from .download import download_openkbp
 
-            upstream = dataset.dataset_root(cfg) / "upstream"
+            upstream = dataset.dataset_root(settings) / "upstream"
             download_openkbp(upstream, progress=progress)
         report["source"] = str(upstream)
         summary = openkbp.convert_openkbp(upstream, cases_root, progress=progress, limit=limit)
         report["conversion"] = summary
-    elif data["dataset"] != "cases":
-        raise ValueError(f"unknown dataset {data['dataset']!r} in profile {cfg['name']!r}")
     report["convert_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    table = dataset.case_table(cfg)
-    result = preprocess_all(cases_root, table["case_id"].tolist(), dataset.preprocess_params(cfg),
-                            dataset.cache_root(cfg), workers=int(cfg["preprocess"].get("workers", 2)),
+    table = dataset.case_table(settings)
+    result = preprocess_all(cases_root, table["case_id"].tolist(), dataset.preprocess_params(settings),
+                            dataset.cache_root(settings), workers=settings.preprocess.workers,
                             progress=progress)
     report["preprocess_s"] = time.perf_counter() - start
     report["preprocess_failed"] = result["failed"]

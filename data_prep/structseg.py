@@ -18,8 +18,16 @@ from pathlib import Path
 
 from rprloc_core.errors import DataError
 
-from ._convert import (DEFAULT_FRACTIONS, LoadedCase, add_common_cli_arguments, finish_cli, masks_from_label_map,
-                       read_image, run_conversion, split_items)
+from ._convert import (
+    DEFAULT_FRACTIONS,
+    LoadedCase,
+    add_common_cli_arguments,
+    finish_cli,
+    masks_from_label_map,
+    read_image,
+    run_conversion,
+    split_items,
+)
 
 SOURCE_NAME = "structseg2019"
 

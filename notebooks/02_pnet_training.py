@@ -34,27 +34,21 @@
 
 # %% tags=["parameters"]
 profile = "demo"
+overrides = {}     # profile settings to change, e.g. {"rprloc.coarse.steps": 4000}
 parallel = True    # train two models at once, one thread each (2-core CPU)
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown, display
 
-from rprloc_core.experiments import models
-from rprloc_core.settings import load_profile
+from rprloc_core.experiments import figures, models, tables
 from rprloc_core.paths import results_dir
-from rprloc_core.rprloc.pnet import PNet, layer_table
 from rprloc_core.reporting import markdown_table, save_figure, write_table
-from rprloc_core.rprloc.training import load_history, plot_history
+from rprloc_core.settings import load_settings
 
-cfg = load_profile(profile)
+settings = load_settings(profile, overrides)
 results = results_dir(profile)
-configs = models.train_configs(cfg)
-pd.DataFrame([{"model": n, "r_mm": c.r_mm, "patch_size": c.patch_size, "grid": f"base x {c.downsample}",
-               "base_width": c.base_width, "patches": f"{c.volumes_per_step} x {c.patches_per_volume}",
-               "steps": c.steps, "time_limit_s": c.time_limit_s, "warm_start": bool(c.init_from)}
-              for n, c in configs.items()])
+tables.pnet_settings_table(settings)
 
 # %% [markdown]
 # ## The network
@@ -64,19 +58,12 @@ pd.DataFrame([{"model": n, "r_mm": c.r_mm, "patch_size": c.patch_size, "grid": f
 # layers with no activation between them, as in the authors' code.
 
 # %%
-from rprloc_core.data.dataset import preprocess_params  # noqa: E402
-
-base_spacing = preprocess_params(cfg).spacing_zyx
-for name in ("coarse", "fine"):
-    c = configs[name]
-    net = PNet(c.variant, c.base_width, c.patch_size, c.r_mm)
-    table = layer_table(net, c.patch_size)
-    write_table(table, f"pnet_layers_{name}", results)
-    grid = [s * c.downsample for s in base_spacing]
-    extent = [p * g for p, g in zip(c.patch_size, grid)]
-    display(Markdown(f"**{name}**: patch {tuple(c.patch_size)} voxels on a {grid} mm grid = {extent} mm; "
-                     f"{sum(p.numel() for p in net.parameters()):,} parameters"))
-    display(Markdown(markdown_table(table, floatfmt=".0f")))
+for name in models.MAIN_MODELS:
+    layers, about = tables.pnet_layer_table(settings, name)
+    write_table(layers, f"pnet_layers_{name}", results)
+    display(Markdown(f"**{name}**: patch {about['patch_voxels']} voxels on a {about['grid_mm']} mm grid = "
+                     f"{about['patch_mm']} mm; {about['parameters']:,} parameters"))
+    display(Markdown(markdown_table(layers, floatfmt=".0f")))
 
 # %% [markdown]
 # ## Training
@@ -84,30 +71,17 @@ for name in ("coarse", "fine"):
 # weights with another r.
 
 # %%
-summaries = models.train_all(cfg, parallel=parallel)
-summary = pd.DataFrame(summaries)
-summary["r_mm"] = [configs[n].r_mm for n in summary["name"]]
-columns = ["name", "r_mm", "steps", "target_steps", "best_val_loss_mm2", "best_step", "train_time_s",
-           "pairs_per_s", "stopped", "resumed"]
-summary = summary[columns]
-write_table(summary, "pnet_training", results, floatfmt=".1f")
-display(Markdown(markdown_table(summary, floatfmt=".1f")))
+summaries = models.train_all(settings, parallel=parallel)
+training = tables.pnet_training_table(settings, summaries)
+write_table(training, "pnet_training", results, floatfmt=".1f")
+display(Markdown(markdown_table(training, floatfmt=".1f")))
 
 # %% [markdown]
 # A row with `stopped = already_done` was trained earlier and only read back here (its
 # `train_time_s` is the time of the original run).
 
 # %%
-names = list(configs)
-ncols = min(3, len(names))
-nrows = -(-len(names) // ncols)
-fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
-for ax in axes.ravel()[len(names):]:
-    ax.set_visible(False)
-for ax, name in zip(axes.ravel(), names):
-    plot_history(load_history(models.models_dir(cfg) / name), ax=ax, title=f"{name} (r = {configs[name].r_mm:g} mm)")
-    ax.legend(fontsize=7)
-fig.tight_layout()
+fig = figures.pnet_loss_curves(settings)
 save_figure(fig, "pnet_loss_curves", results)
 plt.show()
 

@@ -43,7 +43,6 @@ def read_any_image(path) -> sitk.Image:
 
 def read_support_labels(path, organ: str | None) -> dict:
     from data_prep._convert import strip_image_suffix
-
     from rprloc_core.data.organs import canonical_organ
 
     path = Path(path)
@@ -69,7 +68,7 @@ def _preprocess(image, labels, spacing_zyx, case_id, where):
 
 
 def localize_command(args) -> int:
-    from rprloc_core.evaluation.scoring import organ_landmarks_mm
+    from rprloc_core.evaluation.protocol import organ_landmarks_mm
     from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
     from rprloc_core.geometry.space import lps_to_index
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
@@ -100,7 +99,7 @@ def localize_command(args) -> int:
     from rprloc_core.geometry.space import index_to_lps
 
     for organ, pts_mm in result.points_by_organ().items():
-        pts_lps = index_to_lps(to_lps, pts_mm / query.spacing)
+        pts_lps = index_to_lps(to_lps, query.mm_to_idx(pts_mm))
         idx_original = lps_to_index(query_image, pts_lps)
         out["organs"][organ] = {
             "box_lps_mm": {"min": pts_lps.min(axis=0).tolist(), "max": pts_lps.max(axis=0).tolist()},
@@ -118,7 +117,7 @@ def localize_command(args) -> int:
         from rprloc_core.geometry.boxes import box_from_points
         from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
 
-        boxes = {o: (box_from_points(p / query.spacing), ORGAN_COLOURS.get(o, "yellow"), "--")
+        boxes = {o: (box_from_points(query.mm_to_idx(p)), ORGAN_COLOURS.get(o, "yellow"), "--")
                  for o, p in result.points_by_organ().items()}
         centre = np.mean([np.mean(b[0], axis=0) for b in boxes.values()], axis=0)
         fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
@@ -145,12 +144,11 @@ def train_command(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from rprloc_core.settings import load_profile
-    from rprloc_core.experiments.models import train_configs
     from rprloc_core.rprloc.training import train_pnet
+    from rprloc_core.settings import load_settings
 
-    cfg = load_profile(args.profile)
-    spacing = cfg["preprocess"]["spacing_zyx"]
+    settings = load_settings(args.profile)
+    spacing = settings.preprocess.spacing_zyx
     images = _images_in(args.images)
     val_images = _images_in(args.validation) if args.validation else []
     if not val_images:  # hold out a few images for the fixed validation pairs
@@ -167,7 +165,7 @@ def train_command(args) -> int:
 
     train, val = volumes(images, "training"), volumes(val_images, "validation")
     for name in ("coarse", "fine"):
-        config = train_configs(cfg)[name]
+        config = getattr(settings.rprloc, name)
         if args.steps:
             config = dataclasses.replace(config, steps=args.steps)
         summary = train_pnet(config, train, val, Path(args.out) / name)

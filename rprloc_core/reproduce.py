@@ -1,11 +1,17 @@
 """Run the numbered notebooks of a profile with papermill and record what was run.
 
-    python -m rprloc_core.reproduce --profile demo [--only 01 03] [--set preprocess.workers=1]
+    python -m rprloc_core.reproduce --profile demo [--only 01 03] [--set rprloc.inference.k=10]
+                                    [--param parallel=False]
+
+`--set KEY=VALUE` overrides a setting of the profile (a dotted key of its TOML file; an unknown key
+is an error before anything runs); every notebook gets the overrides as its `overrides` parameter
+and passes them to `load_settings`, so they reach every computation, worker processes included.
+`--param NAME=VALUE` sets one of the notebooks' own parameters (e.g. `parallel`, `limit`).
 
 Notebook sources are the py:percent files `notebooks/NN_*.py` (the paired .ipynb are kept in step
 by jupytext). Executed copies go to `results/<profile>/executed/`, and `manifest.json` records the
-parameters, seed, git commit, package versions and wall time of every notebook. A notebook that
-fails stops the run; the ones before it keep their results.
+settings, overrides, parameters, seed, git commit, package versions and wall time of every
+notebook. A notebook that fails stops the run; the ones before it keep their results.
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from rprloc_core.settings import load_profile
 from rprloc_core.paths import PROJECT_ROOT, results_dir
 from rprloc_core.reporting import write_json
+from rprloc_core.settings import SettingsError, load_settings
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 PACKAGES = ("torch", "numpy", "SimpleITK", "pandas", "matplotlib", "papermill", "jupytext", "ipywidgets")
@@ -59,7 +65,20 @@ def package_versions() -> dict:
     return versions
 
 
-def execute(source: Path, profile: str, overrides: dict, out_dir: Path, progress: bool = True) -> float:
+def notebook_parameters(source: Path) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell."""
+    import jupytext
+
+    cells = [c for c in jupytext.read(source).cells if "parameters" in c.metadata.get("tags", [])]
+    names = set()
+    for cell in cells:
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return names
+
+
+def execute(source: Path, parameters: dict, out_dir: Path, progress: bool = True) -> float:
     """Execute one notebook source with papermill; returns the wall time in seconds."""
     import jupytext
     import papermill
@@ -71,14 +90,14 @@ def execute(source: Path, profile: str, overrides: dict, out_dir: Path, progress
     with tempfile.TemporaryDirectory() as tmp:
         input_path = Path(tmp) / f"{source.stem}.ipynb"
         jupytext.write(notebook, input_path)
-        papermill.execute_notebook(str(input_path), str(output), parameters={"profile": profile, **overrides},
+        papermill.execute_notebook(str(input_path), str(output), parameters=parameters,
                                    kernel_name="python3", cwd=str(PROJECT_ROOT), progress_bar=progress,
                                    log_output=False)
     return time.perf_counter() - start
 
 
-def parse_overrides(pairs) -> dict:
-    """--set name=value pairs; values are Python literals where they parse as one."""
+def parse_assignments(pairs) -> dict:
+    """NAME=VALUE pairs; values are Python literals where they parse as one, else strings."""
     overrides = {}
     for pair in pairs or []:
         key, _, value = pair.partition("=")
@@ -93,25 +112,42 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo", help="smoke, demo or paper (default demo)")
     parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 01 03")
-    parser.add_argument("--set", nargs="*", dest="overrides", metavar="NAME=VALUE",
-                        help="notebook parameters to pass through papermill")
+    parser.add_argument("--set", nargs="*", dest="overrides", metavar="KEY=VALUE",
+                        help="profile settings to override, e.g. rprloc.inference.k=10")
+    parser.add_argument("--param", nargs="*", dest="parameters", metavar="NAME=VALUE",
+                        help="notebook parameters, e.g. parallel=False")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    cfg = load_profile(args.profile)  # fail early on a bad profile name
+    overrides = parse_assignments(args.overrides)
+    try:
+        settings = load_settings(args.profile, overrides)   # fail early: bad profile name or key
+    except SettingsError as error:
+        raise SystemExit(f"error: {error}") from error
+    sources = notebook_sources(args.only)
+    parameters = parse_assignments(args.parameters)
+    declared = set().union(*(notebook_parameters(s) for s in sources))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise SystemExit(f"error: no notebook of this run has the parameter(s) {', '.join(unknown)}; "
+                         f"they have: {', '.join(sorted(declared))}")
     results = results_dir(args.profile)
-    overrides = parse_overrides(args.overrides)
     manifest_path = results / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
-    manifest.update({"profile": args.profile, "profile_settings": cfg, "seed": cfg.get("seed"),
+    manifest.update({"profile": args.profile, "settings": settings.to_dict(), "overrides": overrides,
+                     "seed": settings.seed,
                      "git_commit": git_commit(), "packages": package_versions(),
                      "machine": {"platform": platform.platform(), "processor": platform.machine(),
                                  "cpus": __import__("os").cpu_count()}})
     manifest.setdefault("notebooks", {})
-    for source in notebook_sources(args.only):
+    manifest.pop("profile_settings", None)   # the untyped copy older runs wrote
+    for source in sources:
         print(f"== {source.name} (profile {args.profile})", flush=True)
-        wall = execute(source, args.profile, overrides, results / "executed", progress=not args.quiet)
+        declared_here = notebook_parameters(source)
+        given = {"profile": args.profile, "overrides": overrides,
+                 **{k: v for k, v in parameters.items() if k in declared_here}}
+        wall = execute(source, given, results / "executed", progress=not args.quiet)
         manifest["notebooks"][source.stem] = {
-            "wall_time_s": round(wall, 1), "parameters": {"profile": args.profile, **overrides},
+            "wall_time_s": round(wall, 1), "parameters": given,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "git_commit": manifest["git_commit"]}
         write_json(manifest, manifest_path)

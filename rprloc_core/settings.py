@@ -1,33 +1,205 @@
-"""Profiles: named parameter files (smoke, demo, paper) that every notebook reads."""
+"""Profiles (smoke, demo, paper) parsed once into typed, frozen settings.
+
+A profile is a TOML file in `rprloc_core/profiles/`. `load_settings(name, overrides)` reads it,
+applies dotted overrides ("rprloc.inference.k=5"), and builds a `Settings` object; an unknown
+key, in the file or in an override, is an error that names it. The object is plain data: it is
+passed whole to worker processes (never re-read there by name), so an override reaches every
+computation, and `Settings.overrides` records what was changed.
+"""
 
 from __future__ import annotations
 
 import copy
-import tomllib
+import dataclasses
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
+
+from rprloc_core.errors import RprlocError
+from rprloc_core.rprloc.config import ENSEMBLES, TrainConfig
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
+DATASETS = ("openkbp", "phantom", "cases")
+
+
+class SettingsError(RprlocError, ValueError):
+    """A profile or an override names an unknown key or holds an impossible value."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    dataset: str                          # "openkbp", "phantom" (synthetic) or "cases" ($RPRLOC_CASES_DIR)
+    source: str | None = None             # openkbp: upstream copy, relative to the project root
+    n_train: int = 0                      # phantom: cases per split
+    n_validation: int = 0
+    n_test: int = 0
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise SettingsError(f"data.dataset must be one of {DATASETS}, not {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    spacing_zyx: tuple = (3.0, 2.0, 2.0)  # working grid, mm
+    air_threshold_hu: float = -600.0
+    ct_interpolator: str = "linear"
+    workers: int = 2                      # processes preprocessing cases
+
+
+@dataclass(frozen=True)
+class FigureSettings:
+    n_example_cases: int = 3
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Extra offset ranges r for the K / r widget: models warm-started from the main ones."""
+    coarse_r_mm: tuple = ()
+    fine_r_mm: tuple = ()
+    steps: int | None = None              # None: the main model's steps
+    time_limit_s: float | None = None
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """One-shot evaluation of RPR-Loc: K runs per landmark, supports, queries."""
+    k: int = 15                           # runs per landmark in Tables 2 and 3
+    k_max: int = 20                       # runs computed and cached; a smaller K uses the first K
+    k_grid: tuple = (1, 5, 10, 15, 20)    # Table 1's K values (only those <= k_max are used)
+    n_supports: int = 3                   # support images drawn from the validation split
+    n_queries: int | None = None          # None: every test patient
+    ensemble: str = "mean_position"       # how RPR-Loc's main rows combine the K runs
+    r_sweep_queries: int | None = None    # queries of the r table (None: all)
+
+    def __post_init__(self):
+        if not 1 <= self.k <= self.k_max:
+            raise SettingsError(f"rprloc.inference: need 1 <= k <= k_max, got k={self.k}, k_max={self.k_max}")
+        if self.ensemble not in ENSEMBLES:
+            raise SettingsError(f"rprloc.inference.ensemble must be one of {ENSEMBLES}, not {self.ensemble!r}")
+        if self.n_supports < 1:
+            raise SettingsError(f"rprloc.inference.n_supports must be >= 1, got {self.n_supports}")
+
+    @property
+    def k_values(self) -> tuple:
+        """Table 1's K values that the cached runs can serve."""
+        return tuple(k for k in self.k_grid if k <= self.k_max) or (self.k_max,)
+
+
+@dataclass(frozen=True)
+class RprlocSettings:
+    coarse: TrainConfig
+    fine: TrainConfig
+    sweep: SweepSettings = field(default_factory=SweepSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+
+
+@dataclass(frozen=True)
+class AutoencoderSettings:
+    """The patch auto-encoder behind FM MSE / FM Cosine, trained without labels."""
+    latent_dim: int = 64
+    channels: tuple = (8, 16, 32)
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-3
+    checkpoint_every: int = 50
+    time_limit_s: float | None = None     # per call; a later call resumes
+
+
+@dataclass(frozen=True)
+class TemplateMatchingSettings:
+    patch_size: tuple = (16, 32, 32)      # template, voxels of the working grid
+    stride: int = 2                       # window centres every `stride` voxels, as in the paper
+    n_timing_queries: int = 3             # queries (first support) on which each method is timed alone
+    timing_threads: int = 1               # torch threads while timing; 0: torch's default
+    autoencoder: AutoencoderSettings = field(default_factory=AutoencoderSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    description: str
+    seed: int
+    data: DataSettings
+    preprocess: PreprocessSettings
+    rprloc: RprlocSettings
+    template_matching: TemplateMatchingSettings
+    figures: FigureSettings = field(default_factory=FigureSettings)
+    overrides: tuple = ()                 # (dotted key, value) pairs applied on top of the file
+
+    def to_dict(self) -> dict:
+        """Plain nested dicts (for the manifest and JSON files)."""
+        return _plain(dataclasses.asdict(self))
 
 
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
 
-def load_profile(name_or_path: str, overrides: dict | None = None) -> dict:
-    """Read a profile by name (rprloc_core/profiles/<name>.toml) or path; `overrides` maps
-    dotted keys ("preprocess.workers") to values."""
+def profile_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = PROFILE_DIR / f"{name_or_path}.toml"
     if not path.is_file():
-        raise FileNotFoundError(f"no profile {name_or_path!r}; available: {', '.join(available_profiles())}")
+        raise SettingsError(f"no profile {name_or_path!r}; available: {', '.join(available_profiles())}")
+    return path
+
+
+def load_settings(name_or_path: str, overrides: dict | None = None) -> Settings:
+    """The profile `name_or_path` (a name in rprloc_core/profiles or a .toml path) with `overrides`
+    ({"rprloc.inference.k": 5, ...}) applied, as typed Settings. Unknown keys raise SettingsError."""
+    path = profile_path(name_or_path)
     with open(path, "rb") as f:
-        cfg = tomllib.load(f)
-    cfg = copy.deepcopy(cfg)
+        raw = tomllib.load(f)
+    raw = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
-        node = cfg
+        node = raw
         *parents, leaf = dotted.split(".")
         for key in parents:
+            if not isinstance(node.get(key, {}), dict):
+                raise SettingsError(f"override {dotted!r}: {key!r} is a value, not a section")
             node = node.setdefault(key, {})
         node[leaf] = value
-    return cfg
+    # a Pnet's seed defaults to the profile's seed
+    for model in ("coarse", "fine"):
+        raw.get("rprloc", {}).get(model, {}).setdefault("seed", raw.get("seed", 0))
+    raw["overrides"] = tuple((k, v) for k, v in (overrides or {}).items())
+    try:
+        return _build(Settings, raw, where=path.name)
+    except TypeError as error:
+        raise SettingsError(f"{path.name}: {error}") from error
+
+
+def _build(cls, values: dict, where: str):
+    """A dataclass from a TOML table: nested tables become nested dataclasses, lists tuples."""
+    if not isinstance(values, dict):
+        raise SettingsError(f"{where}: expected a table, got {values!r}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            kwargs[name] = _build(kind, value, f"{where} [{name}]")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        else:
+            kwargs[name] = value
+    missing = [n for n, f in known.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise SettingsError(f"{where}: missing setting(s) {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -6,6 +6,7 @@ import torch
 
 from rprloc_core.baselines import feature_matching as ae
 from rprloc_core.baselines import template_matching as tm
+from rprloc_core.baselines import windows
 from rprloc_core.geometry.volume import Volume
 
 SMALL = ae.AEConfig(patch_size=(8, 12, 12), latent_dim=8, channels=(4, 8))
@@ -21,7 +22,7 @@ def textured_volume(shape, rng):
 
 
 def windows_at_grid(array, size, stride):
-    padded = tm.pad_for_windows(array, size)
+    padded = windows.pad_for_windows(array, size)
     centres = [(z, y, x) for z in range(0, array.shape[0], stride)
                for y in range(0, array.shape[1], stride) for x in range(0, array.shape[2], stride)]
     return centres, np.stack([padded[z:z + size[0], y:y + size[1], x:x + size[2]] for z, y, x in centres])

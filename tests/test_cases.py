@@ -3,9 +3,9 @@ import pytest
 import SimpleITK as sitk
 
 from rprloc_core.data import cases
-from rprloc_core.errors import DataError, UnknownOrganError
 from rprloc_core.data.organs import canonical_organ
 from rprloc_core.data.phantom import make_phantom_case, write_phantom_dataset
+from rprloc_core.errors import DataError, UnknownOrganError
 
 
 def test_write_and_read_case(tmp_path):

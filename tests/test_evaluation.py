@@ -2,8 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rprloc_core.evaluation.scoring import case_rng, paper_table, score_prediction, summarize, with_paper_columns
 from rprloc_core.data.preprocess import PreprocessedCase
+from rprloc_core.evaluation.protocol import case_rng
+from rprloc_core.evaluation.scoring import score_prediction, summarize
+from rprloc_core.experiments.paper import paper_mean, paper_table, with_paper_columns
 from rprloc_core.geometry.volume import Volume
 
 
@@ -54,3 +56,10 @@ def test_case_rng_is_order_independent():
     a = case_rng(0, "q1", "s1").random(3)
     assert np.array_equal(a, case_rng(0, "q1", "s1").random(3))
     assert not np.array_equal(a, case_rng(0, "q2", "s1").random(3))
+
+
+def test_paper_mean_reads_the_reference_tables():
+    assert paper_mean("rprloc_table2", method="Mc + Mf") == 55.1
+    assert paper_mean("rprloc_table1", "awd_mm", strategy="Extreme", K=1) == pytest.approx(8.3, abs=0.05)
+    with pytest.raises(KeyError):
+        paper_mean("rprloc_table2", method="no such method")

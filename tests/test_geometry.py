@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from rprloc_core.errors import EmptyMaskError
-from rprloc_core.geometry.boxes import box_from_landmarks, bounding_box
+from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
 from rprloc_core.geometry.landmarks import diagonal_points, extreme_points
 from rprloc_core.geometry.space import index_to_lps, lps_to_index, xyz_to_zyx, zyx_to_xyz
 

@@ -3,7 +3,6 @@ end with the smoke profile (papermill), checking the files it must write."""
 
 import json
 import os
-from pathlib import Path
 
 import jupytext
 import pandas as pd
@@ -11,13 +10,19 @@ import pytest
 
 from rprloc_core import reproduce
 
+SMOKE_K = 4          # the smoke profile's k is 5: the notebooks run with this override instead
 NOTEBOOKS = sorted(reproduce.NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
 # What each notebook must leave under results/<profile>/.
 EXPECTED = {
     "01_data_resampling": ["tables/dataset.csv", "tables/dataset.md", "figures/spacing_distribution.png",
                            "figures/examples_before_after_resampling.png", "figures/intensity_map.png"],
+    "02_pnet_training": ["tables/pnet_training.csv", "figures/pnet_loss_curves.png"],
+    "03_coarse_fine_inference": ["tables/table2_multistep.csv", "tables/table2_multistep_per_query.csv",
+                                 "figures/method_on_real_ct.png", "figures/widget_default_view.png",
+                                 "tables/r_sweep.csv"],
+    "04_diagonal_vs_extreme": ["tables/table1_diagonal_vs_extreme.csv", "figures/mandible_diagonal_vs_extreme.png"],
     "05_template_matching_baselines": ["tables/table3_methods.csv", "figures/figure4_brainstem_boxes.png",
-                                       "figures/autoencoder_training.png"],
+                                       "figures/autoencoder_training.png", "tables/table3_timing.csv"],
 }
 
 
@@ -42,7 +47,8 @@ def smoke_results(tmp_path_factory):
     os.environ["RPRLOC_DATA_DIR"] = str(tmp / "data")
     os.environ["RPRLOC_RESULTS_DIR"] = str(tmp / "results")
     try:
-        assert reproduce.main(["--profile", "smoke", "--quiet"]) == 0
+        # an override of a profile setting must reach every computation, worker processes included
+        assert reproduce.main(["--profile", "smoke", "--quiet", "--set", f"rprloc.inference.k={SMOKE_K}"]) == 0
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -67,3 +73,23 @@ def test_smoke_dataset_table(smoke_results):
     counts = dict(zip(table.split, table.n_cases))
     assert counts == {"train": 6, "validation": 2, "test": 3, "all": 11}
     assert (table["resampled_spacing_z_mm"] == 3.0).all()
+
+
+@pytest.mark.notebooks
+def test_overrides_reach_the_tables_and_the_manifest(smoke_results):
+    manifest = json.loads((smoke_results / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["overrides"] == {"rprloc.inference.k": SMOKE_K}
+    assert manifest["settings"]["rprloc"]["inference"]["k"] == SMOKE_K
+    per_query = pd.read_csv(smoke_results / "tables" / "table2_multistep_per_query.csv")
+    assert set(per_query.K) == {SMOKE_K}
+    table1 = pd.read_csv(smoke_results / "tables" / "table1_diagonal_vs_extreme.csv")
+    assert set(table1.K) == {1, 5}     # the smoke K grid cut at k_max = 6
+
+
+def test_unknown_setting_or_parameter_fails_before_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("RPRLOC_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(SystemExit, match="unknown setting"):
+        reproduce.main(["--profile", "smoke", "--set", "rprloc.inference.kk=3"])
+    with pytest.raises(SystemExit, match="no notebook of this run has the parameter"):
+        reproduce.main(["--profile", "smoke", "--only", "01", "--param", "parallel=False"])
+    assert not list(tmp_path.rglob("*.ipynb"))

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 
 from data_prep import openkbp
 from rprloc_core.data import cases
-from rprloc_core.geometry.space import index_to_lps
 from rprloc_core.data.preprocess import PreprocessParams, load_preprocessed, preprocess_case
+from rprloc_core.geometry.space import index_to_lps
 
 pytestmark = pytest.mark.realdata
 

@@ -1,13 +1,14 @@
 """Training: the loss goes down on structured phantoms, checkpoints, resume, time limit."""
 
+import dataclasses
+
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
+from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 from rprloc_core.rprloc.training import TrainConfig, load_history, plot_history, train_pnet
-from rprloc_core.geometry.volume import Volume
 
 torch.set_num_threads(1)
 
@@ -32,9 +33,7 @@ def small_config(**changes) -> TrainConfig:
     config = TrainConfig(mode="coarse", variant="han", base_width=4, patch_size=(6, 8, 8), r_mm=60.0,
                          downsample=1, volumes_per_step=2, patches_per_volume=6, steps=40, lr=3e-3,
                          lr_decay_every=20, val_every=10, val_pairs=300, seed=0)
-    for key, value in changes.items():
-        setattr(config, key, value)
-    return config
+    return dataclasses.replace(config, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +63,10 @@ def test_resume_gives_the_same_weights_as_one_run(volumes, tmp_path):
     config = small_config(steps=8, val_every=3, lr_decay_every=4, mode="fine", fine_range_vox=(4, 6, 6),
                           r_mm=[12.0, 12.0, 12.0], downsample=(1, 2, 2), patch_size=(6, 6, 6))
     one = train_pnet(config, train, val, tmp_path / "one", device="cpu", progress=False)
-    config.steps = 5
+    config = dataclasses.replace(config, steps=5)
     first = train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
     assert first["steps"] == 5
-    config.steps = 8
+    config = dataclasses.replace(config, steps=8)
     second = train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
     assert second["resumed"] and second["steps"] == 8 and one["steps"] == 8
     a = read_checkpoint(tmp_path / "one" / "last.pt")["state_dict"]

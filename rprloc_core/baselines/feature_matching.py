@@ -30,8 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rprloc_core.baselines.windows import FEATURE_METHODS, check_window_fits, default_device, pad_for_windows
 from rprloc_core.geometry.patches import cut_patches, draw_nonair_voxels
-from rprloc_core.baselines.template_matching import FEATURE_METHODS, _check_sizes, _device, pad_for_windows
 from rprloc_core.geometry.volume import Volume
 
 
@@ -138,7 +138,7 @@ def build_autoencoder(config: AEConfig, seed: int) -> PatchAutoencoder:
 @torch.no_grad()
 def encode_windows(model: PatchAutoencoder, windows: np.ndarray, device=None, batch: int = 256) -> np.ndarray:
     """Latents (N, latent_dim) float64 of N windows (N, *patch_size), each encoded on its own."""
-    dev = _device(device)
+    dev = default_device(device)
     model = model.to(dev)          # no train/eval-dependent layers, so the mode does not matter
     windows = np.asarray(windows, dtype=np.float32)
     if tuple(windows.shape[1:]) != model.patch_size:
@@ -163,8 +163,8 @@ def dense_latents(model: PatchAutoencoder, query_array: np.ndarray, stride: int 
     if s < 1:
         raise ValueError(f"stride must be a positive integer, got {stride}")
     size = model.patch_size
-    _check_sizes(query_array.shape, size)
-    dev = _device(device)
+    check_window_fits(query_array.shape, size)
+    dev = default_device(device)
     model = model.to(dev)
     padded = pad_for_windows(torch.as_tensor(np.asarray(query_array), dtype=torch.float32, device=dev), size)
     grid_shape = tuple(len(range(0, d, s)) for d in query_array.shape)

@@ -14,7 +14,7 @@ Gray-scale scores of a template t against a window w, both of n voxels:
 The fast path expands them into <t, w> (one FFT cross-correlation per template), sum(w) and
 sum(w^2) (separable box sums) and per-template constants, all in float64, so it equals the naive
 loop to rounding. Feature-matching scores ("fm_mse", "fm_cosine") compare latent vectors of an
-auto-encoder (see `autoencoder.py`) instead of intensities.
+auto-encoder (see `feature_matching.py`) instead of intensities.
 
 Degenerate windows: cosine needs a window with energy and NCC a window with variance. A window
 whose norm (cosine) or centred norm (NCC) is below `DEGENERATE_TOL` times the norm of the whole
@@ -31,12 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rprloc_core.geometry.patches import as_patch_size, cut_patches, require_volume_fits_patch
+from rprloc_core.baselines.feature_matching import dense_latents, encode_windows, feature_score_maps, latent_scores
+from rprloc_core.baselines.windows import (
+    FEATURE_METHODS,
+    GRAY_METHODS,
+    METHODS,
+    check_window_fits,
+    default_device,
+    pad_for_windows,
+)
+from rprloc_core.geometry.patches import as_patch_size, cut_patches
 from rprloc_core.geometry.volume import Volume
 
-GRAY_METHODS = ("gs_mse", "gs_cosine", "gs_ncc")
-FEATURE_METHODS = ("fm_mse", "fm_cosine")
-METHODS = GRAY_METHODS + FEATURE_METHODS
 LOWER_IS_BETTER = {"gs_mse": True, "gs_cosine": False, "gs_ncc": False, "fm_mse": True, "fm_cosine": False}
 
 # Norms below this fraction of the query's norm count as zero (see module docstring). With float64
@@ -70,25 +76,6 @@ def cut_templates(support: Volume, points_idx, size) -> np.ndarray:
     if not np.all(np.isfinite(points_idx)):
         raise ValueError(f"cannot cut a template around a missing (NaN) point: {points_idx.tolist()}")
     return cut_patches(support.array, points_idx, as_patch_size(size))[:, 0].cpu().numpy()
-
-
-def _check_sizes(query_shape, template_size) -> None:
-    if len(template_size) != 3:
-        raise ValueError(f"templates must be (P, pz, py, px), got template size {tuple(template_size)}")
-    require_volume_fits_patch(query_shape, template_size, what="query")
-
-
-def pad_for_windows(array, size):
-    """Zero-pad a (z, y, x) numpy array or torch tensor so that the window centred at voxel c of the
-    original starts at voxel c of the padded one (size // 2 before, size - size // 2 - 1 after)."""
-    before = [s // 2 for s in size]
-    after = [s - s // 2 - 1 for s in size]
-    if isinstance(array, torch.Tensor):
-        pad = []
-        for b, a in zip(reversed(before), reversed(after)):   # F.pad lists the last axis first
-            pad += [b, a]
-        return torch.nn.functional.pad(array, pad)
-    return np.pad(array, list(zip(before, after)))
 
 
 def _fast_fft_length(n: int) -> int:
@@ -136,12 +123,6 @@ def _strided_inverse(spectrum: torch.Tensor, fft_shape, out_shape, stride: int) 
     return torch.fft.irfft(x, n=fft_shape[2], dim=-1)[..., 0:out_shape[2]:stride]
 
 
-def _device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def gray_score_maps(query_array: np.ndarray, templates: np.ndarray, method: str, stride: int = 1,
                     device=None, chunk: int = 4) -> np.ndarray:
     """Scores (P, nz, ny, nx) of every template at every window centre of the stride grid.
@@ -168,8 +149,8 @@ def gray_score_maps_all(query_array: np.ndarray, templates: np.ndarray, methods=
     if templates.ndim == 3:
         templates = templates[None]
     size = tuple(int(s) for s in templates.shape[1:])
-    _check_sizes(query_array.shape, size)
-    dev = _device(device)
+    check_window_fits(query_array.shape, size)
+    dev = default_device(device)
     s = int(stride)
     n = float(np.prod(size))
 
@@ -251,9 +232,9 @@ def match(query: Volume, templates: np.ndarray, method: str, stride: int = 2, en
           device=None, return_maps: bool = False, chunk: int = 4, query_latents=None) -> MatchResult:
     """Best window centre in `query` for each template (P, pz, py, px), fast and exact.
 
-    method: one of METHODS. The fm_* methods need `encoder`, an `autoencoder.PatchAutoencoder`
+    method: one of METHODS. The fm_* methods need `encoder`, an `feature_matching.PatchAutoencoder`
     whose patch size equals the template size (optionally `query_latents`, the query's
-    `autoencoder.dense_latents` at this stride, to encode a query once for several organs).
+    `feature_matching.dense_latents` at this stride, to encode a query once for several organs).
     stride: the centre grid (2 as in the paper, 1 for every voxel). device: torch device, default
     CUDA when present. chunk: templates per FFT batch (memory ~ 4 query-sized complex arrays each)."""
     _check_method(method, stride)
@@ -263,9 +244,8 @@ def match(query: Volume, templates: np.ndarray, method: str, stride: int = 2, en
     if method in GRAY_METHODS:
         maps = gray_score_maps(query.array, templates, method, stride=stride, device=device, chunk=chunk)
     else:
-        from rprloc_core.baselines.feature_matching import (feature_score_maps)  # lazy: autoencoder imports this module
         if encoder is None:
-            raise ValueError(f"method {method!r} needs an encoder (autoencoder.PatchAutoencoder)")
+            raise ValueError(f"method {method!r} needs an encoder (feature_matching.PatchAutoencoder)")
         maps = feature_score_maps(encoder, query.array, templates, method, stride=stride, device=device,
                                   query_latents=query_latents)
     return _result(query, maps, method, stride, return_maps)
@@ -292,9 +272,8 @@ def match_all(query: Volume, templates: np.ndarray, methods=METHODS, stride: int
             results[method] = _result(query, maps[method], method, stride, return_maps)
     features = [m for m in methods if m in FEATURE_METHODS]
     if features:
-        from rprloc_core.baselines.feature_matching import dense_latents, feature_score_maps
         if encoder is None:
-            raise ValueError(f"methods {features} need an encoder (autoencoder.PatchAutoencoder)")
+            raise ValueError(f"methods {features} need an encoder (feature_matching.PatchAutoencoder)")
         latents = dense_latents(encoder, query.array, stride=stride, device=device)
         for method in features:
             maps = feature_score_maps(encoder, query.array, templates, method, stride=stride, device=device,
@@ -335,7 +314,7 @@ def match_naive(query: Volume, templates: np.ndarray, method: str, stride: int =
     if templates.ndim == 3:
         templates = templates[None]
     size = tuple(int(s) for s in templates.shape[1:])
-    _check_sizes(query.shape, size)
+    check_window_fits(query.shape, size)
     s = int(stride)
     padded = pad_for_windows(query.array.astype(np.float64), size)
     grid_shape = tuple(len(range(0, d, s)) for d in query.shape)
@@ -354,9 +333,8 @@ def match_naive(query: Volume, templates: np.ndarray, method: str, stride: int =
         scores = np.stack([_naive_gray_scores(window_at(c), t_flat, t_centred, t_norm2, t_cnorm2, method, floor2)
                            for c in centres], axis=1)
     else:
-        from rprloc_core.baselines.feature_matching import encode_windows, latent_scores
         if encoder is None:
-            raise ValueError(f"method {method!r} needs an encoder (autoencoder.PatchAutoencoder)")
+            raise ValueError(f"method {method!r} needs an encoder (feature_matching.PatchAutoencoder)")
         t_latent = encode_windows(encoder, templates, device=device)
         latents = []
         for start in range(0, len(centres), window_batch):

@@ -135,6 +135,14 @@ def read_case_table(root) -> pd.DataFrame:
     return table
 
 
+def case_organs(root, case_id: str) -> list[str]:
+    """The organs contoured in a case (from its case.json)."""
+    path = case_dir(root, case_id) / "case.json"
+    if not path.is_file():
+        raise DataError(path, "case.json missing: not a converted case")
+    return list(json.loads(path.read_text(encoding="utf-8"))["organs"])
+
+
 def load_image(root, case_id: str) -> sitk.Image:
     path = case_dir(root, case_id) / "image.nii.gz"
     if not path.is_file():

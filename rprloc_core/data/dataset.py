@@ -1,4 +1,7 @@
-"""The converted, preprocessed dataset of a profile: where it is, which cases, loading them."""
+"""The converted, preprocessed dataset of a profile: where it is, which cases, loading them.
+
+Every function takes the profile's `Settings` (rprloc_core.settings); only its `name`, `data`
+and `preprocess` parts are read here."""
 
 from __future__ import annotations
 
@@ -9,49 +12,56 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from rprloc_core.data import cases
-from rprloc_core.errors import DataError, MissingOrganError
-from rprloc_core.paths import data_dir
-from rprloc_core.data.preprocess import (PreprocessedCase, PreprocessParams, intensity_map, load_preprocessed, preprocess_case)
+from rprloc_core.data.preprocess import (
+    PreprocessedCase,
+    PreprocessParams,
+    cache_path,
+    intensity_map,
+    load_preprocessed,
+    preprocess_case,
+)
+from rprloc_core.errors import DataError
 from rprloc_core.geometry.volume import Volume
+from rprloc_core.paths import data_dir
 
 CASES_ENV = "RPRLOC_CASES_DIR"
 
 
-def dataset_root(cfg: dict) -> Path:
-    dataset = cfg["data"]["dataset"]
+def dataset_root(settings) -> Path:
+    dataset = settings.data.dataset
     if dataset == "cases":  # a user's own data, already in the standard layout
         if CASES_ENV not in os.environ:
-            raise DataError(None, f"profile {cfg['name']!r} reads a standard case folder: set ${CASES_ENV}")
+            raise DataError(None, f"profile {settings.name!r} reads a standard case folder: set ${CASES_ENV}")
         return Path(os.environ[CASES_ENV]).resolve().parent
     return data_dir() / dataset
 
 
-def cases_root(cfg: dict) -> Path:
-    if cfg["data"]["dataset"] == "cases":
-        return Path(os.environ[CASES_ENV]).resolve()
-    return dataset_root(cfg) / "cases"
+def cases_root(settings) -> Path:
+    if settings.data.dataset == "cases":
+        return dataset_root(settings) / Path(os.environ[CASES_ENV]).name
+    return dataset_root(settings) / "cases"
 
 
-def cache_root(cfg: dict) -> Path:
-    return dataset_root(cfg) / "cache"
+def cache_root(settings) -> Path:
+    return dataset_root(settings) / "cache"
 
 
-def preprocess_params(cfg: dict) -> PreprocessParams:
-    p = cfg["preprocess"]
-    return PreprocessParams(spacing_zyx=tuple(float(v) for v in p["spacing_zyx"]),
-                            air_threshold_hu=float(p.get("air_threshold_hu", -600.0)),
-                            ct_interpolator=p.get("ct_interpolator", "linear"))
+def preprocess_params(settings) -> PreprocessParams:
+    p = settings.preprocess
+    return PreprocessParams(spacing_zyx=tuple(float(v) for v in p.spacing_zyx),
+                            air_threshold_hu=float(p.air_threshold_hu), ct_interpolator=p.ct_interpolator)
 
 
-def case_table(cfg: dict) -> pd.DataFrame:
-    return cases.read_case_table(cases_root(cfg))
+def case_table(settings) -> pd.DataFrame:
+    return cases.read_case_table(cases_root(settings))
 
 
-def case_ids(cfg: dict, split: str, organ: str | None = None, table: pd.DataFrame | None = None) -> list[str]:
+def case_ids(settings, split: str, organ: str | None = None, table: pd.DataFrame | None = None) -> list[str]:
     """Cases of a split; with `organ`, only those whose mask of that organ exists."""
-    table = case_table(cfg) if table is None else table
+    table = case_table(settings) if table is None else table
     rows = table[table["split"] == split]
     if organ is not None:
         rows = rows[rows["organs"].map(lambda organs: organ in organs)]
@@ -63,31 +73,22 @@ def _load_cached(cases_dir: str, case_id: str, params: PreprocessParams, cache_d
     return load_preprocessed(preprocess_case(cases_dir, case_id, params, cache_dir))
 
 
-def load_case(cfg: dict, case_id: str) -> PreprocessedCase:
+def load_case(settings, case_id: str) -> PreprocessedCase:
     """A preprocessed case (preprocessed now if it is not in the cache yet). Kept in memory."""
-    return _load_cached(str(cases_root(cfg)), case_id, preprocess_params(cfg), str(cache_root(cfg)))
+    return _load_cached(str(cases_root(settings)), case_id, preprocess_params(settings), str(cache_root(settings)))
 
 
-def organ_mask(case: PreprocessedCase, organ: str) -> np.ndarray:
-    if organ not in case.labels:
-        raise MissingOrganError(case.case_id, f"case {case.case_id} has no {organ} mask "
-                                              f"(has: {', '.join(sorted(case.labels)) or 'none'})")
-    return case.labels[organ]
-
-
-def case_geometry(cfg: dict, table: pd.DataFrame | None = None) -> pd.DataFrame:
+def case_geometry(settings, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per case: split, organs, spacing and shape before and after preprocessing."""
-    from rprloc_core.data.preprocess import cache_path
-
-    table = case_table(cfg) if table is None else table
-    params = preprocess_params(cfg)
+    table = case_table(settings) if table is None else table
+    params = preprocess_params(settings)
     rows = []
     for row in table.itertuples(index=False):
         out = {"case_id": row.case_id, "split": row.split, "organs": ";".join(row.organs)}
         for axis in "zyx":
             out[f"spacing_{axis}_mm"] = getattr(row, f"spacing_{axis}_mm")
             out[f"shape_{axis}"] = getattr(row, f"shape_{axis}")
-        path = cache_path(cache_root(cfg), params, row.case_id)
+        path = cache_path(cache_root(settings), params, row.case_id)
         if path.is_file():
             with np.load(path) as data:
                 info = json.loads(str(data["meta"]))
@@ -126,17 +127,15 @@ def dataset_summary(geometry: pd.DataFrame, organs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def load_volume(cfg: dict, case_id: str) -> Volume:
+def load_volume(settings, case_id: str) -> Volume:
     """Only the intensity volume of a case: no mask is read (what self-supervised training uses)."""
-    path = preprocess_case(cases_root(cfg), case_id, preprocess_params(cfg), cache_root(cfg))
+    path = preprocess_case(cases_root(settings), case_id, preprocess_params(settings), cache_root(settings))
     with np.load(path) as data:  # npz members are read lazily: the label arrays are never loaded
         info = json.loads(str(data["meta"]))
         return Volume(intensity_map(data["hu"]), np.asarray(info["spacing_zyx"], float))
 
 
-def unlabelled_volumes(cfg: dict, split: str, progress: bool = True) -> list:
+def unlabelled_volumes(settings, split: str, progress: bool = True) -> list:
     """All intensity volumes of a split, without their labels (training and Pnet validation)."""
-    from tqdm.auto import tqdm
-
-    ids = case_ids(cfg, split)
-    return [load_volume(cfg, c) for c in tqdm(ids, desc=f"loading {split} volumes", disable=not progress)]
+    ids = case_ids(settings, split)
+    return [load_volume(settings, c) for c in tqdm(ids, desc=f"loading {split} volumes", disable=not progress)]

@@ -87,7 +87,7 @@ _INTERPOLATORS = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "neare
 class PreprocessedCase:
     """One case on the working grid: intensity Volume, HU array, masks, and the LPS geometry."""
     case_id: str
-    volume: Volume                              # intensity-mapped, pos_mm = idx * spacing
+    volume: Volume                              # intensity-mapped; its frame: pos_mm = idx * spacing
     hu: np.ndarray                              # int16 HU on the same grid (for display)
     labels: dict = field(default_factory=dict)  # organ -> uint8 mask (z, y, x)
     origin_lps: np.ndarray = field(default_factory=lambda: np.zeros(3))   # (x, y, z) mm
@@ -97,6 +97,14 @@ class PreprocessedCase:
     @property
     def spacing(self) -> np.ndarray:
         return self.volume.spacing
+
+    def idx_to_mm(self, idx) -> np.ndarray:
+        """Voxel indices (..., 3) of this grid -> positions in the case's mm frame."""
+        return self.volume.idx_to_mm(idx)
+
+    def mm_to_idx(self, pos_mm) -> np.ndarray:
+        """Positions (..., 3) in the case's mm frame -> (float) voxel indices of this grid."""
+        return self.volume.mm_to_idx(pos_mm)
 
     def to_sitk(self, array: np.ndarray) -> sitk.Image:
         """An array on this grid as a SimpleITK image with the case's physical geometry."""
@@ -219,8 +227,3 @@ def preprocess_all(cases_root, case_ids, params: PreprocessParams, cache_root, w
             bar.update()
     bar.close()
     return {"done": done, "failed": failed}
-
-
-def load_many(cases_root, case_ids, params: PreprocessParams, cache_root) -> dict:
-    """Preprocess (if needed) and load cases: {case_id: PreprocessedCase}."""
-    return {c: load_preprocessed(preprocess_case(cases_root, c, params, cache_root)) for c in case_ids}

@@ -1,19 +1,224 @@
-"""Figures of notebook 05 (template-matching baselines, Table 3): the auto-encoder's training
-curve and reconstructions, the methods against the paper, and the qualitative Figure 4."""
+"""One function per figure of the notebooks. The `settings, protocol` functions read the data
+and the cached predictions themselves (a notebook cell is one call); the `*_panel` and `*_chart`
+functions draw what they are given.
+
+    spacing_distribution, before_after_resampling, intensity_map_figure   notebook 01
+    pnet_loss_curves                                                      notebook 02
+    table2_chart, method_on_real_ct                                       notebook 03 (paper Table 2)
+    table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
+    autoencoder_training, autoencoder_reconstructions, table3_chart,
+    figure4                                                               notebook 05 (paper Table 3, Figure 4)
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import SimpleITK as sitk
 
+from rprloc_core.data import cases, dataset
+from rprloc_core.data.organs import HAN_ORGANS
+from rprloc_core.data.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, intensity_map
+from rprloc_core.evaluation.scoring import score_prediction
+from rprloc_core.experiments import models, rprloc_predictions, template_predictions
+from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
-from rprloc_core.plotting import ORGAN_COLOURS, VIEWS, boxes_in_views
+from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
+from rprloc_core.plotting import (
+    ORGAN_COLOURS,
+    VIEW_AXES,
+    VIEWS,
+    boxes_in_views,
+    draw_points,
+    organ_legend,
+    orthogonal_views,
+    patch_rectangle,
+    show_slice,
+)
+from rprloc_core.rprloc.training import load_history, plot_history
 
-# (row axis, column axis) of the (z, y, x) array shown in each view, as in plotting.py
-_SHOWN_AXES = {"axial": (1, 2), "coronal": (0, 2), "sagittal": (0, 1)}
+# ---------------------------------------------------------------------------------- notebook 01
+
+def spacing_distribution(settings, geometry):
+    """Histograms of the original voxel spacing per axis, with the working spacing marked."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for ax, axis in zip(axes, "zyx"):
+        ax.hist(geometry[f"spacing_{axis}_mm"], bins=20, color="tab:blue", alpha=0.7, label="original")
+        ax.axvline(settings.preprocess.spacing_zyx["zyx".index(axis)], color="tab:red", lw=2, label="after resampling")
+        ax.set_xlabel(f"spacing along {axis} (mm)")
+        ax.set_ylabel("cases")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Voxel spacing of the {len(geometry)} cases ({settings.name})")
+    fig.tight_layout()
+    return fig
 
 
-def training_curve(history, steps_planned: int | None = None):
+def before_after_resampling(settings, organs=(*HAN_ORGANS, "SpinalCord")):
+    """Orthogonal slices through the brainstem of the first validation patients, on the original
+    grid (top row of each pair) and on the working grid (bottom row), with organ contours."""
+    examples = dataset.case_ids(settings, "validation", organ="Brainstem")[: settings.figures.n_example_cases]
+    root = dataset.cases_root(settings)
+    fig, axes = plt.subplots(2 * len(examples), 3, figsize=(10, 6.2 * len(examples)), squeeze=False)
+    shown = set()
+    for i, case_id in enumerate(examples):
+        original = cases.load_image(root, case_id)
+        contoured = [o for o in organs if o in cases.case_organs(root, case_id)]
+        shown.update(contoured)
+        labels = {o: sitk.GetArrayFromImage(cases.load_label(root, case_id, o)) for o in contoured}
+        spacing = np.asarray(original.GetSpacing())[::-1]
+        orthogonal_views(axes[2 * i], sitk.GetArrayFromImage(original), spacing,
+                         np.argwhere(labels["Brainstem"]).mean(axis=0), labels,
+                         title=f"{case_id} original {np.round(spacing, 2).tolist()} mm")
+        pre = dataset.load_case(settings, case_id)
+        orthogonal_views(axes[2 * i + 1], pre.hu, pre.spacing, np.argwhere(pre.labels["Brainstem"]).mean(axis=0),
+                         {o: m for o, m in pre.labels.items() if o in organs},
+                         title=f"{case_id} resampled {pre.spacing.tolist()} mm")
+    organ_legend(fig, [o for o in organs if o in shown])
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    return fig
+
+
+def intensity_map_figure(settings):
+    """The piecewise-linear HU map, and an axial slice of the first example patient after it."""
+    case_id = dataset.case_ids(settings, "validation", organ="Brainstem")[0]
+    pre = dataset.load_case(settings, case_id)
+    hu_axis = np.linspace(-1100, 2000, 400)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.plot(hu_axis, intensity_map(hu_axis), color="k")
+    ax1.scatter(INTENSITY_KNOTS_HU, INTENSITY_VALUES, color="tab:red", zorder=3)
+    ax1.set_xlabel("HU")
+    ax1.set_ylabel("network input")
+    ax1.set_title("piecewise-linear intensity map")
+    centre = np.argwhere(pre.labels["Brainstem"]).mean(axis=0).round().astype(int)
+    ax2.imshow(pre.volume.array[centre[0]], cmap="gray", vmin=0, vmax=1,
+               extent=(0, pre.volume.shape[2] * pre.spacing[2], pre.volume.shape[1] * pre.spacing[1], 0))
+    ax2.set_title(f"{case_id}: mapped intensities, axial slice")
+    ax2.set_xticks([])
+    ax2.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------- notebook 02
+
+def pnet_loss_curves(settings):
+    """Training and validation MSE of every Pnet of the profile, one panel each."""
+    configs = models.train_configs(settings)
+    names = list(configs)
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.ravel(), names):
+        plot_history(load_history(models.models_dir(settings) / name), ax=ax,
+                     title=f"{name} (r = {configs[name].r_mm:g} mm)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------- notebook 03
+
+def table2_chart(table2):
+    """Mean IoU and AWD over the organs of every Table 2 row (± SD over supports), next to the paper."""
+    order = [label for label in STAGE_LABELS.values() if label in set(table2.method)]
+    mean = table2[table2.organ == "Mean"].set_index("method").loc[order]
+    x = np.arange(len(order))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    for ax, metric, label in ((axes[0], "iou_pct", "IoU (%)"), (axes[1], "awd_mm", "AWD (mm)")):
+        ax.bar(x - 0.2, mean[metric], 0.4, yerr=mean[f"{metric}_sd_over_supports"],
+               label="this reproduction (mean ± SD over supports)")
+        ax.bar(x + 0.2, mean[f"paper_{metric}"], 0.4, label="paper (HaN, their data)", color="lightgray")
+        ax.set_xticks(x, [o.replace(" (", "\n(") for o in order], fontsize=7)
+        ax.set_ylabel(f"mean over the 4 organs: {label}")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def method_on_real_ct(settings, protocol, organ: str = "Brainstem", point: str = "z_max"):
+    """RPR-Loc on real slices, one landmark: the first support and query of the protocol, from the
+    cached predictions (start, coarse step, fine step of the first K runs)."""
+    support_id, query_id = protocol.supports[0], protocol.queries[0]
+    support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
+    run = rprloc_predictions.read(settings, support_id, query_id)
+    organ = organ if organ in run.organs else run.organs[0]
+    which = EXTREME_POINT_NAMES.index(point)
+    k = settings.rprloc.inference.k
+    stages = [run.organ_points(rprloc_predictions.stage_runs(run, s, k), organ)[:, which]
+              for s in ("start", "coarse1", "fine")]
+    configs = models.train_configs(settings)
+    base = np.asarray(settings.preprocess.spacing_zyx, float)
+    coarse_mm = np.asarray(configs["coarse"].patch_size) * base * configs["coarse"].downsample
+    fine_mm = np.asarray(configs["fine"].patch_size) * base * configs["fine"].downsample
+    return method_panel(support, query, extreme_points(support.labels[organ])[which], stages,
+                        extreme_points(query.labels[organ])[which], coarse_mm, fine_mm,
+                        landmark_name=f"{organ}, {point.replace('_', ' ')} extreme point")
+
+
+# ---------------------------------------------------------------------------------- notebook 04
+
+def table1_chart(table1):
+    """Mean IoU and AWD against K for extreme points, diagonal points at K = 1, paper beside."""
+    mean = table1[table1.organ == "Mean"]
+    ext, diag = mean[mean.strategy == "Extreme"], mean[mean.strategy == "Diagonal"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, metric, label in ((axes[0], "iou_pct", "mean IoU (%)"), (axes[1], "awd_mm", "mean AWD (mm)")):
+        ax.errorbar(ext.K, ext[metric], yerr=ext[f"{metric}_sd_over_supports"], marker="o", capsize=3,
+                    label="extreme points (this reproduction)")
+        ax.plot(ext.K, ext[f"paper_{metric}"], marker="s", ls="--", color="gray", label="extreme points (paper)")
+        ax.errorbar(diag.K, diag[metric], yerr=diag[f"{metric}_sd_over_supports"], marker="D", ls="none", capsize=3,
+                    color="tab:red", label="diagonal points, K = 1 (this reproduction)")
+        ax.plot(diag.K, diag[f"paper_{metric}"], marker="x", ls="none", color="darkred", label="diagonal points (paper)")
+        ax.set_xlabel("K (runs in the ensemble)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Mc one step, mean over brainstem, mandible and both parotids (± SD over supports)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def mandible_diagonal_vs_extreme(settings, protocol, organ: str = "Mandible"):
+    """Top: the first support's mandible with its diagonal corners and extreme points and the
+    coarse patch around each. Bottom: the first query with a mandible, the true box and the boxes
+    from the predicted corners and extreme points (Mc one step, K = 1, cached predictions)."""
+    support_id = protocol.supports[0]
+    query_id = next(q for q in protocol.queries if organ in dataset.load_case(settings, q).labels)
+    support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
+    mask = support.labels[organ]
+    ext_pts, diag_pts = extreme_points(mask), diagonal_points(mask)
+    coarse = models.train_configs(settings)["coarse"]
+    patch_mm = np.asarray(coarse.patch_size) * np.asarray(settings.preprocess.spacing_zyx) * coarse.downsample
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
+    boxes_in_views(axes[0], support, {"box": (bounding_box(mask), "white", "-")}, np.argwhere(mask).mean(axis=0),
+                   points={"extreme": (ext_pts, "yellow", "o"), "diagonal": (diag_pts, "red", "s")},
+                   labels={organ: mask}, title=f"support {support_id}")
+    for ax, view in zip(axes[0], VIEWS):
+        for p in ext_pts:
+            patch_rectangle(ax, p, patch_mm, support.spacing, view, "yellow", linewidth=0.6)
+        for p in diag_pts:
+            patch_rectangle(ax, p, patch_mm, support.spacing, view, "red", linewidth=0.6)
+    predicted = {}
+    for strategy in ("diagonal", "extreme"):
+        run = rprloc_predictions.read(settings, support_id, query_id, strategy)
+        points = run.organ_points(rprloc_predictions.stage_points(run, "coarse1", 1), organ)
+        predicted[strategy] = query.mm_to_idx(points)
+    boxes_in_views(axes[1], query,
+                   {"true": (bounding_box(query.labels[organ]), "white", "-"),
+                    "diagonal (K = 1)": (box_from_landmarks(predicted["diagonal"], "diagonal"), "red", "--"),
+                    "extreme (K = 1)": (box_from_landmarks(predicted["extreme"], "extreme"), "yellow", "--")},
+                   np.argwhere(query.labels[organ]).mean(axis=0),
+                   points={"predicted extreme": (predicted["extreme"], "yellow", "o")},
+                   labels={organ: query.labels[organ]}, title=f"query {query_id}")
+    axes[1][0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------- notebook 05
+
+def autoencoder_training(history, steps_planned: int | None = None):
     """Reconstruction MSE of every training batch and its running mean, log scale."""
     history = np.asarray(history, float)
     steps = np.arange(1, len(history) + 1)
@@ -35,7 +240,7 @@ def training_curve(history, steps_planned: int | None = None):
     return fig
 
 
-def reconstructions(pairs, patch_mm=None):
+def autoencoder_reconstructions(pairs, patch_mm=None):
     """Central z slices of patches (top) and their reconstructions (bottom)."""
     fig, axes = plt.subplots(2, len(pairs), figsize=(2.3 * len(pairs), 5.0), squeeze=False)
     for i, (image, recon) in enumerate(pairs):
@@ -53,7 +258,7 @@ def reconstructions(pairs, patch_mm=None):
     return fig
 
 
-def methods_chart(table, order, mean_organ: str = "Mean"):
+def table3_chart(table, order, mean_organ: str = "Mean"):
     """Mean IoU over the organs (with SD over supports) and seconds per organ (log), this
     reproduction next to the paper, one group of bars per method."""
     mean = table[table.organ == mean_organ].set_index("method").reindex(order)
@@ -80,7 +285,7 @@ def methods_chart(table, order, mean_organ: str = "Mean"):
 
 
 def _zoom(ax, view, centre_idx, spacing, half_mm):
-    rows, cols = _SHOWN_AXES[view]
+    _, (rows, cols) = VIEW_AXES[view]
     c = np.asarray(centre_idx, float) * np.asarray(spacing, float)
     ax.set_xlim(c[cols] - half_mm, c[cols] + half_mm)
     if view == "axial":   # anterior up: the y axis runs downwards there
@@ -89,7 +294,7 @@ def _zoom(ax, view, centre_idx, spacing, half_mm):
         ax.set_ylim(c[rows] - half_mm, c[rows] + half_mm)
 
 
-def figure4(query, organ: str, predictions: dict, metrics: dict | None = None, half_mm: float | None = None):
+def figure4_panel(query, organ: str, predictions: dict, metrics: dict | None = None, half_mm: float | None = None):
     """The paper's Figure 4: for one query and organ, the true box (green) and, one row per method,
     the predicted box (red, dashed) and predicted extreme points (red dots), in axial, coronal and
     sagittal slices through the true box's centre (boxes and points are projected onto them).
@@ -100,7 +305,7 @@ def figure4(query, organ: str, predictions: dict, metrics: dict | None = None, h
         half_mm = max(50.0, float(np.max((np.asarray(true_box[1]) - true_box[0] + 1) * query.spacing)))
     fig, axes = plt.subplots(len(predictions), 3, figsize=(10, 3.3 * len(predictions)), squeeze=False)
     for row, (method, points_mm) in zip(axes, predictions.items()):
-        points_idx = np.asarray(points_mm, float) / query.spacing
+        points_idx = query.mm_to_idx(points_mm)
         boxes = {"true box": (true_box, "lime", "-")}
         points = {}
         if np.all(np.isfinite(points_idx)):
@@ -122,3 +327,62 @@ def figure4(query, organ: str, predictions: dict, metrics: dict | None = None, h
                  f"(slices through the true box's centre; boxes and points projected)", fontsize=9)
     fig.tight_layout(rect=(0, 0.02, 1, 0.99))
     return fig
+
+
+# ------------------------------------------------------------------------------- drawing panels
+
+def method_panel(support, query, support_point_idx, trajectory_mm, true_point_idx, coarse_patch_mm,
+                  fine_patch_mm, view="sagittal", n_runs=5, landmark_name=""):
+    """The RPR-Loc method on real slices: the support patch around a landmark; in the query, a few
+    random starts with their coarse patches, the coarse move, the fine move and the prediction.
+    `trajectory_mm` is (stages, K, 3) for one landmark: start, coarse step, fine step."""
+    axis, _ = VIEW_AXES[view]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8))
+    show_slice(axes[0], support.hu, support.spacing, view, support_point_idx[axis],
+               title=f"support {support.case_id}: {landmark_name}")
+    patch_rectangle(axes[0], support_point_idx, coarse_patch_mm, support.spacing, view, "tab:orange")
+    patch_rectangle(axes[0], support_point_idx, fine_patch_mm, support.spacing, view, "tab:green", "--")
+    draw_points(axes[0], support_point_idx, support.spacing, view, "yellow", marker="*", size=90)
+    stage_idx = [query.mm_to_idx(t) for t in trajectory_mm]
+    _, (row_axis, col_axis) = VIEW_AXES[view]
+    titles = ("query: random starts and coarse move (Mc)", "query: fine move (Mf) and prediction")
+    for ax, title in zip(axes[1:], titles):
+        show_slice(ax, query.hu, query.spacing, view, true_point_idx[axis], title=f"{query.case_id} · {title}")
+    runs = range(min(n_runs, stage_idx[0].shape[0]))
+    for r in runs:
+        start, coarse, fine = (s[r] for s in stage_idx[:3])
+        patch_rectangle(axes[1], start, coarse_patch_mm, query.spacing, view, "tab:orange", linewidth=0.8)
+        for ax, a, b, colour in ((axes[1], start, coarse, "tab:orange"), (axes[2], coarse, fine, "tab:green")):
+            pa, pb = a * query.spacing, b * query.spacing
+            ax.annotate("", xy=(pb[col_axis], pb[row_axis]), xytext=(pa[col_axis], pa[row_axis]),
+                        arrowprops=dict(arrowstyle="->", color=colour, lw=1.2))
+        draw_points(axes[1], start, query.spacing, view, "tab:orange", size=14)
+        draw_points(axes[2], fine, query.spacing, view, "tab:green", size=14)
+    for r in runs:
+        patch_rectangle(axes[2], stage_idx[1][r], fine_patch_mm, query.spacing, view, "tab:green", "--", 0.6)
+    prediction = stage_idx[2].mean(axis=0)
+    draw_points(axes[2], prediction, query.spacing, view, "red", marker="X", size=80, label="prediction (mean of K)")
+    for ax in axes[1:]:
+        draw_points(ax, true_point_idx, query.spacing, view, "yellow", marker="*", size=90, label="true point")
+    axes[2].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"RPR-Loc, one landmark ({view} view through the true point; runs are 3-D, shown projected)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure4(settings, protocol, organ: str = "Brainstem", with_rprloc: bool = True):
+    """The paper's Figure 4 for the first support and the first query with `organ`: every
+    baseline's box and points (and RPR-Loc's, Mc + Mf with the profile's K) from the cache."""
+    support_id = protocol.supports[0]
+    query_id = next(q for q in protocol.queries if organ in dataset.load_case(settings, q).labels)
+    query = dataset.load_case(settings, query_id)
+    run = template_predictions.read(settings, support_id, query_id)
+    predictions = {label: run.organ_points(template_predictions.method_points(run, m), organ)
+                   for m, label in TEMPLATE_LABELS.items()}
+    if with_rprloc:
+        rprloc = rprloc_predictions.read(settings, support_id, query_id)
+        fine = rprloc_predictions.stage_points(rprloc, "fine", settings.rprloc.inference.k)
+        predictions[RPRLOC_LABEL] = rprloc.organ_points(fine, organ)
+    metrics = {m: score_prediction(query, organ, p, "extreme") for m, p in predictions.items()}
+    return figure4_panel(query, organ, predictions, metrics)

@@ -102,11 +102,6 @@ def cut_patch_naive(array: np.ndarray, centre_idx, patch_size) -> np.ndarray:
     return out
 
 
-def nonair_mask(array: np.ndarray) -> np.ndarray:
-    """Boolean (z, y, x) mask of voxels with intensity > 0."""
-    return np.asarray(array) > 0
-
-
 def draw_nonair_voxels(array: np.ndarray, n: int, rng: np.random.Generator,
                        max_rounds: int = 8) -> np.ndarray:
     """n voxel indices (n, 3) int64, drawn uniformly (with replacement) among non-air voxels.

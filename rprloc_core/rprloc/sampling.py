@@ -39,11 +39,6 @@ class PatchGroups:
     def n_groups(self) -> int:
         return len(self.volume_index)
 
-    @property
-    def n_pairs(self) -> int:
-        n = self.centres.shape[1]
-        return self.n_groups * n * (n - 1)
-
 
 def _array(volume) -> np.ndarray:
     return volume.array if hasattr(volume, "array") else np.asarray(volume)

@@ -14,7 +14,6 @@ optimizer, scheduler, step, RNG state, history: everything a resumed run needs),
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -24,54 +23,24 @@ import torch
 from tqdm.auto import tqdm
 
 from rprloc_core.geometry.patches import cut_patches, require_volume_fits_patch
-from rprloc_core.rprloc.pnet import (TRAINING_STATE_FORMAT, PNet, atomic_torch_save, checkpoint_payload, predict_offset_mm, save_checkpoint)
-from rprloc_core.rprloc.sampling import (PatchGroups, draw_training_groups, fixed_validation_pairs, off_diagonal, pair_offsets_mm)
 from rprloc_core.geometry.volume import Volume
-
-# Fields a resumed run may change without changing what is being trained.
-RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
-
-
-@dataclass
-class TrainConfig:
-    mode: str = "coarse"                      # 'coarse' | 'fine'
-    variant: str = "han"                      # 'han' | 'pancreas'
-    base_width: int = 16
-    patch_size: tuple = (16, 16, 16)
-    r_mm: float | tuple = 300.0               # scalar or per-axis (z, y, x)
-    downsample: int | tuple = 1               # of the base grid, e.g. 2: 3x2x2 mm -> 6x4x4 mm
-    fine_range_vox: tuple | None = None       # fine mode: largest pairwise offset per axis, voxels
-    volumes_per_step: int = 4
-    patches_per_volume: int = 8
-    steps: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    lr_decay: float = 0.9
-    lr_decay_every: int = 500                 # steps
-    val_every: int = 100                      # steps
-    val_pairs: int = 2000
-    seed: int = 0
-    time_limit_s: float | None = None         # per call; saves last.pt and stops
-    head_activation: str | None = None
-    normalise_loss: bool = True               # optimise mse / mean(r^2); report mm^2 either way
-    init_from: str | None = None              # start from these weights (e.g. the r sweep starts
-                                              # from the main model with another r), not random
-
-    def to_dict(self) -> dict:
-        """Plain types only (lists, not tuples or arrays), for checkpoints and JSON."""
-        out = {}
-        for key, value in asdict(self).items():
-            if isinstance(value, (tuple, list, np.ndarray)):
-                value = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(value).tolist()]
-            elif isinstance(value, np.generic):
-                value = value.item()
-            out[key] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
+from rprloc_core.rprloc.pnet import (
+    TRAINING_STATE_FORMAT,
+    PNet,
+    atomic_torch_save,
+    checkpoint_payload,
+    predict_offset_mm,
+    read_checkpoint,
+    save_checkpoint,
+)
+from rprloc_core.rprloc.sampling import (
+    PatchGroups,
+    draw_training_groups,
+    fixed_validation_pairs,
+    off_diagonal,
+    pair_offsets_mm,
+)
 
 
 def resolve_device(device=None) -> torch.device:
@@ -174,8 +143,6 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
     rng = np.random.default_rng(train_seq)
     model = build_model(config, [float(s) for s in spacing]).to(device)
     if config.init_from and not last_path.exists():
-        from rprloc_core.rprloc.pnet import read_checkpoint
-
         model.load_state_dict(read_checkpoint(config.init_from)["state_dict"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)

@@ -7,7 +7,8 @@ import pytest
 
 from rprloc_core.baselines import feature_matching as ae
 from rprloc_core.baselines import template_matching as tm
-from rprloc_core.experiments import template_predictions as template_runs
+from rprloc_core.experiments import tables
+from rprloc_core.experiments import template_predictions
 from rprloc_core.geometry.volume import Volume
 
 SMALL = ae.AEConfig(patch_size=(6, 8, 8), latent_dim=8, channels=(4, 8))
@@ -81,8 +82,8 @@ def test_table3_rows_and_paper_columns():
                           "organ": ["Brainstem", "Mean", "Mean", "Pancreas"],
                           "iou_pct": [39.3, 45.5, 67.1, 1.8], "awd_mm": [7.47, 9.0, 5.07, 90.2],
                           "time_s_per_organ": [1052.96, 1052.96, 4.7, 1052]})
-    table = template_runs.table3(pd.DataFrame(rows), {"GS MSE": 2.0, "RPR-Loc (Mc + Mf)": 0.5}, paper,
-                                 organs=("Brainstem", "Mandible"))
+    table = tables.methods_table(pd.DataFrame(rows), {"GS MSE": 2.0, "RPR-Loc (Mc + Mf)": 0.5}, {}, paper,
+                                organs=("Brainstem", "Mandible"))
     assert table[["method", "organ"]].values.tolist() == [
         ["GS MSE", "Brainstem"], ["GS MSE", "Mandible"], ["GS MSE", "Mean"],
         ["RPR-Loc (Mc + Mf)", "Brainstem"], ["RPR-Loc (Mc + Mf)", "Mandible"], ["RPR-Loc (Mc + Mf)", "Mean"],
@@ -99,14 +100,14 @@ def test_table3_rows_and_paper_columns():
 def test_seconds_per_organ_counts_each_query_once():
     timed = pd.DataFrame({"method": ["A", "A", "A", "B"], "query": ["q1", "q1", "q2", "q1"],
                           "time_s": [1.0, 1.0, 3.0, 0.5]})
-    assert template_runs.seconds_per_organ(timed).to_dict() == {"A": 2.0, "B": 0.5}
+    assert template_predictions.seconds_per_organ(timed).to_dict() == {"A": 2.0, "B": 0.5}
 
 
 def test_rprloc_time_from_the_benchmark_json(tmp_path):
-    assert template_runs.rprloc_benchmark_time(tmp_path) is None
+    assert template_predictions.rprloc_benchmark_time(tmp_path) is None
     (tmp_path / "benchmarks").mkdir()
     report = {"inference": {"coarse+fine": {"schedule": ["coarse", "fine"], "batched": {"total_s": 2.0, "per_organ_s": 0.5}}},
               "models": {"kind": "checkpoints"}, "query": {"shape": [107, 125, 150]}, "k": 15, "torch_threads": 1}
     (tmp_path / "benchmarks" / "rprloc_inference.json").write_text(__import__("json").dumps(report))
-    got = template_runs.rprloc_benchmark_time(tmp_path)
+    got = template_predictions.rprloc_benchmark_time(tmp_path)
     assert got["seconds_per_organ"] == 0.5 and got["models"] == "checkpoints" and got["k"] == 15

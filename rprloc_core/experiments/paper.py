@@ -1,0 +1,44 @@
+"""The papers' own numbers (rprloc_core/reference/*.csv) and the names their tables give methods."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from rprloc_core.paths import PROJECT_ROOT
+
+REFERENCE_DIRS = (PROJECT_ROOT / "rprloc_core" / "reference", PROJECT_ROOT.parent / "shared" / "reference")
+
+# Table 2's rows (RPR-Loc stages, K runs averaged) and Table 3's methods, as the paper names them.
+STAGE_LABELS = {"coarse1": "Mc (one step)", "coarse2": "Mc (two steps)", "coarse3": "Mc (three steps)",
+                "fine": "Mc + Mf", "fine_mean_embedding": "Mc + Mf (embedding average, authors' code)"}
+TEMPLATE_LABELS = {"gs_mse": "GS MSE", "gs_cosine": "GS Cosine", "gs_ncc": "GS NCC",
+                   "fm_mse": "FM MSE", "fm_cosine": "FM Cosine"}
+RPRLOC_LABEL = "RPR-Loc (Mc + Mf)"
+SUPERVISED_LABEL = "Retina U-Net (supervised)"
+
+
+def paper_table(name: str) -> pd.DataFrame:
+    """A table of the papers' numbers, e.g. "rprloc_table2" (the project's copy first, then
+    ../shared/reference)."""
+    for base in REFERENCE_DIRS:
+        if (base / f"{name}.csv").is_file():
+            return pd.read_csv(base / f"{name}.csv")
+    raise FileNotFoundError(f"paper table {name}.csv not found in {', '.join(map(str, REFERENCE_DIRS))}")
+
+
+def with_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, on: dict) -> pd.DataFrame:
+    """Join the paper's numbers (iou_pct, awd_mm) as paper_iou_pct, paper_awd_mm. `on` maps this
+    table's key columns to the paper table's columns, e.g. {"method": "method", "organ": "organ"}."""
+    right = paper.rename(columns={"iou_pct": "paper_iou_pct", "awd_mm": "paper_awd_mm"})
+    right = right.rename(columns={v: k for k, v in on.items()})
+    cols = [*on.keys(), "paper_iou_pct", "paper_awd_mm"]
+    return table.merge(right[cols], on=list(on.keys()), how="left")
+
+
+def paper_mean(name: str, metric: str = "iou_pct", **match) -> float:
+    """One of the paper's Mean-row numbers, e.g. paper_mean("rprloc_table2", method="Mc + Mf")."""
+    table = paper_table(name)
+    rows = table[(table.organ == "Mean") & pd.concat([table[k] == v for k, v in match.items()], axis=1).all(axis=1)]
+    if len(rows) != 1:
+        raise KeyError(f"{name}: {len(rows)} Mean rows match {match}")
+    return float(rows[metric].iloc[0])

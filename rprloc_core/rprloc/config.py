@@ -1,0 +1,51 @@
+"""The training settings of one Pnet (METHOD 3.2, 8): a plain dataclass, stored in checkpoints
+and read from the profiles by `rprloc_core.settings`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+# How the K runs of one landmark are combined (see rprloc_core.rprloc.inference).
+ENSEMBLES = ("mean_position", "mean_embedding")
+
+# Fields a resumed run may change without changing what is being trained.
+RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: str = "coarse"                      # 'coarse' | 'fine'
+    variant: str = "han"                      # 'han' | 'pancreas'
+    base_width: int = 16
+    patch_size: tuple = (16, 16, 16)
+    r_mm: float | tuple = 300.0               # scalar or per-axis (z, y, x)
+    downsample: int | tuple = 1               # of the base grid, e.g. 2: 3x2x2 mm -> 6x4x4 mm
+    fine_range_vox: tuple | None = None       # fine mode: largest pairwise offset per axis, voxels
+    volumes_per_step: int = 4
+    patches_per_volume: int = 8
+    steps: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_decay: float = 0.9
+    lr_decay_every: int = 500                 # steps
+    val_every: int = 100                      # steps
+    val_pairs: int = 2000
+    seed: int = 0
+    time_limit_s: float | None = None         # per call; saves last.pt and stops
+    head_activation: str | None = None
+    normalise_loss: bool = True               # optimise mse / mean(r^2); report mm^2 either way
+    init_from: str | None = None              # start from these weights (e.g. the r sweep starts
+                                              # from the main model with another r), not random
+
+    def to_dict(self) -> dict:
+        """Plain types only (lists, not tuples or arrays), for checkpoints and JSON."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, (tuple, list, np.ndarray)):
+                value = [v.item() if isinstance(v, np.generic) else v for v in np.asarray(value).tolist()]
+            elif isinstance(value, np.generic):
+                value = value.item()
+            out[key] = value
+        return out

@@ -1,0 +1,53 @@
+"""Profiles parse into typed settings; unknown keys and impossible values are errors; overrides
+are applied and recorded; settings survive a trip to a worker process."""
+
+import pickle
+
+import pytest
+
+from rprloc_core.rprloc.config import TrainConfig
+from rprloc_core.settings import SettingsError, available_profiles, load_settings
+
+
+@pytest.mark.parametrize("profile", ["smoke", "demo", "paper"])
+def test_every_profile_parses(profile):
+    settings = load_settings(profile)
+    assert settings.name == profile and profile in available_profiles()
+    assert isinstance(settings.rprloc.coarse, TrainConfig) and settings.rprloc.coarse.mode == "coarse"
+    assert settings.rprloc.fine.seed == settings.seed
+    assert 1 <= settings.rprloc.inference.k <= settings.rprloc.inference.k_max
+    assert isinstance(settings.preprocess.spacing_zyx, tuple)
+
+
+def test_overrides_are_applied_recorded_and_picklable():
+    settings = load_settings("demo", {"rprloc.inference.k": 5, "template_matching.autoencoder.steps": 7})
+    assert settings.rprloc.inference.k == 5 and settings.template_matching.autoencoder.steps == 7
+    assert dict(settings.overrides) == {"rprloc.inference.k": 5, "template_matching.autoencoder.steps": 7}
+    assert pickle.loads(pickle.dumps(settings)) == settings
+    assert settings.to_dict()["rprloc"]["inference"]["k"] == 5
+    assert load_settings("demo").rprloc.inference.k == 15      # the file itself is untouched
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"rprloc.inference.kk": 3}, "unknown setting.*kk"),
+    ({"rprloc.coarse.stepz": 3}, "unknown setting.*stepz"),
+    ({"nonsense": 1}, "unknown setting.*nonsense"),
+    ({"rprloc.inference.k": 50}, "k <= k_max"),
+    ({"rprloc.inference.ensemble": "median"}, "ensemble must be one of"),
+    ({"data.dataset": "mnist"}, "data.dataset must be one of"),
+    ({"seed.x": 1}, "is a value, not a section"),
+])
+def test_bad_settings_are_errors_that_name_the_key(overrides, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings("smoke", overrides)
+
+
+def test_unknown_profile():
+    with pytest.raises(SettingsError, match="available: .*demo"):
+        load_settings("no-such-profile")
+
+
+def test_k_values_are_the_grid_cut_at_k_max():
+    assert load_settings("smoke").rprloc.inference.k_values == (1, 5)
+    assert load_settings("demo").rprloc.inference.k_values == (1, 5, 10, 15, 20)
+    assert load_settings("demo", {"rprloc.inference.k_grid": [2, 40]}).rprloc.inference.k_values == (2,)
