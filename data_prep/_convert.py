@@ -4,14 +4,14 @@ API (everything an adapter needs):
 
     run_conversion(items, convert_one, out_root, *, source=None, progress=True, overwrite=False,
                    notes=()) -> ConversionSummary
-        items:       iterable of (case_id, split, arg); split in rprloc_core.cases.SPLITS.
+        items:       iterable of (case_id, split, arg); split in rprloc_core.data.cases.SPLITS.
         convert_one: convert_one(arg) -> (image, labels) or LoadedCase(image, labels, notes, extra);
                      labels maps organ names (aliases allowed) to sitk masks on the image grid.
                      Raise DataError(path, problem) for a bad case; it is recorded, the loop goes on.
         source:      name recorded in case.json (default: convert_one's module name, "openkbp").
         notes:       (case_id, message) pairs found before the loop (e.g. patients left out).
         Calls clean_partial first, skips cases already in out_root (resumable), writes each case
-        with rprloc_core.cases.write_case, rebuilds cases.csv at the end (also when interrupted).
+        with rprloc_core.data.cases.write_case, rebuilds cases.csv at the end (also when interrupted).
         Caught per case: CASE_ERRORS (DataError, SimpleITK's RuntimeError, OSError, corrupt
         gz/xz, pandas parse errors); any other exception is a bug and stops the run.
     ConversionSummary: .converted, .skipped (lists of case ids), .failed, .notes (lists of
@@ -29,10 +29,7 @@ API (everything an adapter needs):
 
 from __future__ import annotations
 
-import gzip
 import lzma
-import re
-import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +41,8 @@ import SimpleITK as sitk
 from tqdm.auto import tqdm
 
 from rprloc_core.data.cases import SPLITS, case_exists, check_same_grid, clean_partial, rebuild_case_table, write_case
+from rprloc_core.data.images import IMAGE_SUFFIXES, read_image, short_itk_message, strip_image_suffix  # noqa: F401 (part of this module's API)
 from rprloc_core.errors import DataError, EmptyMaskError
-
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 # Errors that mean "this case's files are bad", not "the program is wrong". Anything else (a
 # TypeError, a KeyError in our own code) still stops the run, so bugs are not hidden as bad cases.
@@ -139,83 +135,6 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {short_itk_message(str(error))}"
 
 
-def short_itk_message(message: str) -> str:
-    """ITK errors carry source file names, line numbers and object pointers; keep the sentence."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    if not lines:
-        return message
-    text = lines[-1]
-    if "ITK ERROR:" in message:
-        text = message.split("ITK ERROR:", 1)[1].strip().splitlines()[0]
-    return re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", text)
-
-
-def read_image(path, what: str = "image") -> sitk.Image:
-    """Read a 3-D scalar image; a missing, unreadable or non-3-D file is a DataError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, f"{what} file missing")
-    if path.name.lower().endswith(".nii.gz") and path.with_name(path.name[:-3]).exists():
-        # ITK's NIfTI library looks for "<name>.nii" first and would silently read that file instead
-        raise DataError(path, f"both {path.name} and {path.name[:-3]} exist; ITK would read the .nii one; "
-                              "remove one of them")
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        check_nifti_complete(path, what)
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise DataError(path, f"cannot read {what} ({short_itk_message(str(error))})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(path, f"{what} is not a 3-D scalar image (dimension {image.GetDimension()}, "
-                              f"{image.GetNumberOfComponentsPerPixel()} components)")
-    return image
-
-
-def check_nifti_complete(path, what: str = "image") -> None:
-    """DataError if a .nii/.nii.gz file is truncated or its gzip stream is corrupt.
-
-    Needed because ITK's NIfTI reader silently returns a volume padded with garbage when the file
-    was cut short (an interrupted copy or download), where the NRRD and MetaImage readers fail.
-    Reads a .nii.gz through once in 1 MiB chunks (about a second for a large CT).
-    """
-    path = Path(path)
-    try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(352)
-                length = len(header)
-                while chunk := stream.read(1 << 20):
-                    length += len(chunk)
-        else:
-            length = path.stat().st_size
-            with open(path, "rb") as stream:
-                header = stream.read(352)
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(path, f"{what} file is truncated or not valid gzip ({error})") from None
-    expected = _nifti1_expected_length(header)
-    if expected is not None and length < expected:
-        raise DataError(path, f"{what} file is truncated: {length} bytes of voxel data and header, "
-                              f"the header promises {expected}")
-
-
-def _nifti1_expected_length(header: bytes) -> int | None:
-    """vox_offset + voxel bytes from a NIfTI-1 header; None if it is not one (ITK then decides)."""
-    if len(header) < 348:
-        return None
-    for endian in "<>":
-        if struct.unpack(endian + "i", header[:4])[0] == 348:
-            break
-    else:
-        return None  # NIfTI-2 or not NIfTI at all
-    dims = struct.unpack(endian + "8h", header[40:56])
-    bitpix = struct.unpack(endian + "h", header[72:74])[0]
-    vox_offset = struct.unpack(endian + "f", header[108:112])[0]
-    if not 1 <= dims[0] <= 7 or bitpix <= 0:
-        return None
-    voxels = int(np.prod([max(d, 1) for d in dims[1:dims[0] + 1]], dtype=np.int64))
-    return int(vox_offset) + voxels * bitpix // 8
-
-
 def checked_mask(image: sitk.Image, mask: sitk.Image, path) -> sitk.Image:
     """A uint8 0/1 mask, checked to be non-empty and on the image's grid (errors name `path`)."""
     check_same_grid(image, mask, str(path))
@@ -256,15 +175,6 @@ def masks_from_label_map(image: sitk.Image, label: sitk.Image, label_path, organ
     if unused:
         notes.append(f"label values {unused} in {label_path} are not mapped to an organ; ignored")
     return masks, notes
-
-
-def strip_image_suffix(name: str) -> str | None:
-    """'case7.nii.gz' -> 'case7'; None when the name has none of IMAGE_SUFFIXES."""
-    lower = name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
 
 
 def assign_splits(case_ids, splits_csv=None, fractions=DEFAULT_FRACTIONS, seed: int = 0):

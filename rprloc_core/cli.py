@@ -19,30 +19,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
+from rprloc_core.data.images import read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError
 
 
-def read_any_image(path) -> sitk.Image:
-    """A CT image from a file, or from a folder holding one DICOM series."""
-    from data_prep._convert import read_image
-
-    path = Path(path)
-    if path.is_dir():
-        reader = sitk.ImageSeriesReader()
-        series = reader.GetGDCMSeriesIDs(str(path))
-        if not series:
-            raise DataError(path, "folder holds no DICOM series")
-        if len(series) > 1:
-            raise DataError(path, f"folder holds {len(series)} DICOM series; point at one series' folder")
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
-        return reader.Execute()
-    return read_image(path)
-
-
 def read_support_labels(path, organ: str | None) -> dict:
-    from data_prep._convert import strip_image_suffix
     from rprloc_core.data.organs import canonical_organ
 
     path = Path(path)
@@ -130,8 +112,6 @@ def localize_command(args) -> int:
 
 
 def _images_in(folder) -> list[Path]:
-    from data_prep._convert import strip_image_suffix
-
     folder = Path(folder)
     items = [p for p in sorted(folder.iterdir()) if strip_image_suffix(p.name) or p.is_dir()]
     if not items:

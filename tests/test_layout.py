@@ -58,6 +58,15 @@ def test_imports_run_downhill(module):
                                                  f"(layer {layer(imported)})"
 
 
+def test_the_library_never_imports_the_adapters():
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            assert not any(n.split(".")[0] == "data_prep" for n in names), f"{path.name} imports data_prep"
+
+
 def test_no_import_circle():
     def visit(module, stack):
         assert module not in stack, "import circle: " + " -> ".join([*stack, module])

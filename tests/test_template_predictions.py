@@ -7,8 +7,7 @@ import pytest
 
 from rprloc_core.baselines import feature_matching as ae
 from rprloc_core.baselines import template_matching as tm
-from rprloc_core.experiments import tables
-from rprloc_core.experiments import template_predictions
+from rprloc_core.experiments import tables, template_predictions
 from rprloc_core.geometry.volume import Volume
 
 SMALL = ae.AEConfig(patch_size=(6, 8, 8), latent_dim=8, channels=(4, 8))
