@@ -54,7 +54,8 @@ def point_errors_mm(pred_idx, true_idx, spacing) -> np.ndarray:
 
 
 def detection_rate(errors_mm, radii_mm=(2.0, 2.5, 3.0, 4.0, 10.0)) -> dict:
-    """Fraction of points found within each radius (NaN errors count as misses)."""
+    """Fraction of points found within each radius (NaN errors count as misses): the successful
+    detection rate (SDR) of the landmark papers (CC2D, PIN), which their tables will report."""
     errors = np.asarray(errors_mm, dtype=float).ravel()
     if errors.size == 0:
         return {float(r): float("nan") for r in radii_mm}

@@ -20,7 +20,6 @@ ORGAN_COLOURS = {
 VIEWS = ("axial", "coronal", "sagittal")
 # For each view: the array axis that is sliced, and the (row axis, column axis) shown.
 VIEW_AXES = {"axial": (0, (1, 2)), "coronal": (1, (0, 2)), "sagittal": (2, (0, 1))}
-_AXIS_NAMES = ("z (mm, superior up)", "y (mm, posterior down)", "x (mm, patient left →)")
 
 
 def _slice(array, view, index):

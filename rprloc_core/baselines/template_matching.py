@@ -61,6 +61,12 @@ class MatchResult:
     score_maps: np.ndarray | None = None   # (P, nz, ny, nx) scores at the stride-grid centres, if asked
 
 
+def template_stack(templates, dtype) -> np.ndarray:
+    """Templates as a (P, pz, py, px) array of `dtype` (one (pz, py, px) template becomes P = 1)."""
+    templates = np.asarray(templates, dtype=dtype)
+    return templates[None] if templates.ndim == 3 else templates
+
+
 def _check_method(method: str, stride) -> None:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
@@ -145,9 +151,7 @@ def gray_score_maps_all(query_array: np.ndarray, templates: np.ndarray, methods=
     for method in methods:
         if method not in GRAY_METHODS:
             raise ValueError(f"method must be one of {GRAY_METHODS}, not {method!r}")
-    templates = np.asarray(templates, dtype=np.float64)
-    if templates.ndim == 3:
-        templates = templates[None]
+    templates = template_stack(templates, np.float64)
     size = tuple(int(s) for s in templates.shape[1:])
     check_window_fits(query_array.shape, size)
     dev = default_device(device)
@@ -238,9 +242,7 @@ def match(query: Volume, templates: np.ndarray, method: str, stride: int = 2, en
     stride: the centre grid (2 as in the paper, 1 for every voxel). device: torch device, default
     CUDA when present. chunk: templates per FFT batch (memory ~ 4 query-sized complex arrays each)."""
     _check_method(method, stride)
-    templates = np.asarray(templates, dtype=np.float32)
-    if templates.ndim == 3:
-        templates = templates[None]
+    templates = template_stack(templates, np.float32)
     if method in GRAY_METHODS:
         maps = gray_score_maps(query.array, templates, method, stride=stride, device=device, chunk=chunk)
     else:
@@ -261,9 +263,7 @@ def match_all(query: Volume, templates: np.ndarray, methods=METHODS, stride: int
     methods = tuple(methods)
     for method in methods:
         _check_method(method, stride)
-    templates = np.asarray(templates, dtype=np.float32)
-    if templates.ndim == 3:
-        templates = templates[None]
+    templates = template_stack(templates, np.float32)
     results = {}
     gray = [m for m in methods if m in GRAY_METHODS]
     if gray:
@@ -310,9 +310,7 @@ def match_naive(query: Volume, templates: np.ndarray, method: str, stride: int =
     the window and scoring it. Slow; never used for tables. For fm_* methods the windows are
     encoded `window_batch` at a time (each window still on its own through the encoder)."""
     _check_method(method, stride)
-    templates = np.asarray(templates, dtype=np.float32)
-    if templates.ndim == 3:
-        templates = templates[None]
+    templates = template_stack(templates, np.float32)
     size = tuple(int(s) for s in templates.shape[1:])
     check_window_fits(query.shape, size)
     s = int(stride)

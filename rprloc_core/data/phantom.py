@@ -14,7 +14,6 @@ import SimpleITK as sitk
 
 from rprloc_core.data import cases
 
-PHANTOM_ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid", "SpinalCord")
 FIELD_OF_VIEW_MM = np.array([150.0, 180.0, 180.0])  # (z, y, x)
 
 

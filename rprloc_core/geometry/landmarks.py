@@ -9,7 +9,6 @@ from rprloc_core.geometry.boxes import bounding_box, nonempty_voxels
 
 # Order of the six extreme points everywhere in the project.
 EXTREME_POINT_NAMES = ("z_min", "z_max", "y_min", "y_max", "x_min", "x_max")
-DIAGONAL_POINT_NAMES = ("corner_min", "corner_max")
 STRATEGIES = ("extreme", "diagonal")
 
 
