@@ -84,7 +84,7 @@ class InferenceSettings:
 
     @property
     def k_values(self) -> tuple:
-        """Table 1's K values that the cached runs can serve."""
+        """Table 1's K values that the cached predictions (K_max runs) can serve."""
         return tuple(k for k in self.k_grid if k <= self.k_max) or (self.k_max,)
 
 

@@ -35,7 +35,7 @@ AUTHORS_VARIANT = "fine_mean_embedding"     # Mc + Mf with the K embeddings aver
 
 def cache(settings, strategy: str) -> PredictionCache:
     """data/<dataset>/predictions/<profile>/rprloc-<strategy>/, keyed by the checkpoints' hash and
-    the inference settings the cached runs depend on."""
+    the inference settings the cached predictions depend on."""
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
            "k_authors": inference.k, "seed": settings.seed, "stages": list(STAGES)}
@@ -108,7 +108,7 @@ def stage_runs(run: PairPredictions, stage: str, k: int) -> np.ndarray:
 def score(settings, protocol, strategy: str, stages_and_k, labels: dict) -> pd.DataFrame:
     """Per (setting, support, query, organ) metrics from the cache. `stages_and_k`: (stage, K)
     pairs; `labels`: stage -> the method name its rows get. time_s is NaN: times come from the
-    timing harness, not from these runs."""
+    timing harness, not from the cache."""
     rows = []
     store = cache(settings, strategy)
     for support_id, query_id in protocol.pairs:

@@ -247,8 +247,8 @@ def rprloc_benchmark_time(results: Path) -> dict | None:
 
 
 def largest_difference_from_cache(timed: pd.DataFrame, per_query: pd.DataFrame) -> float:
-    """Largest |IoU difference| (percentage points) between the methods timed alone and the cached
-    shared runs on the same (method, support, query, organ): 0 when both predict the same boxes."""
+    """Largest |IoU difference| (percentage points) between the methods timed alone and the shared
+    cached predictions on the same (method, support, query, organ): 0 when both predict the same boxes."""
     keys = ["method", "support", "query", "organ"]
     both = timed[keys + ["iou_pct"]].merge(per_query[keys + ["iou_pct"]], on=keys, suffixes=("_alone", "_cached"))
     if len(both) != len(timed):
