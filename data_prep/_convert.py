@@ -24,7 +24,8 @@ API (everything an adapter needs):
         -> (dict case_id -> split, notes)
     split_items({case_id: arg}, splits_csv=None, fractions=..., seed=0) -> (items, notes)
     strip_image_suffix(name) -> case stem or None, for .nii / .nii.gz / .nrrd / .mha
-    add_common_cli_arguments(parser), finish_cli(summary) -> exit status: the adapters' shared CLI
+    add_common_cli_arguments(parser), finish_cli(summary) -> exit status, @adapter_main: the adapters' shared CLI
+    ConversionInterrupted: raised on Ctrl-C, carries the summary so far (the case table is rebuilt first)
 """
 
 from __future__ import annotations
@@ -40,9 +41,17 @@ import pandas as pd
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
-from rprloc_core.data.cases import SPLITS, case_exists, check_same_grid, clean_partial, rebuild_case_table, write_case
+from rprloc_core.data.cases import (
+    SPLITS,
+    case_exists,
+    check_same_grid,
+    checked_mask,  # noqa: F401 (part of this module's API)
+    clean_partial,
+    rebuild_case_table,
+    write_case,
+)
 from rprloc_core.data.images import IMAGE_SUFFIXES, read_image, short_itk_message, strip_image_suffix  # noqa: F401 (part of this module's API)
-from rprloc_core.errors import DataError, EmptyMaskError
+from rprloc_core.errors import DataError
 
 # Errors that mean "this case's files are bad", not "the program is wrong". Anything else (a
 # TypeError, a KeyError in our own code) still stops the run, so bugs are not hidden as bad cases.
@@ -73,6 +82,7 @@ class ConversionSummary:
     skipped: list = field(default_factory=list)     # case ids already converted before this run
     failed: list = field(default_factory=list)      # (case_id, message naming the file)
     notes: list = field(default_factory=list)       # (case_id, message): skipped structures etc.
+    interrupted: bool = False                       # stopped by Ctrl-C; a rerun continues
 
     @property
     def ok(self) -> bool:
@@ -87,7 +97,7 @@ class ConversionSummary:
 
     def __str__(self) -> str:
         lines = [f"{self.out_root}: {len(self.converted)} converted, {len(self.skipped)} already there, "
-                 f"{len(self.failed)} failed"]
+                 f"{len(self.failed)} failed" + (" (interrupted: run again to continue)" if self.interrupted else "")]
         lines += [f"  FAILED {c}: {m}" for c, m in self.failed]
         lines += [f"  note {c}: {m}" for c, m in self.notes]
         return "\n".join(lines)
@@ -122,10 +132,22 @@ def run_conversion(items: Iterable, convert_one: Callable, out_root, *, source: 
                 continue
             summary.converted.append(case_id)
             summary.notes += [(case_id, note) for note in loaded.notes]
+    except KeyboardInterrupt:
+        summary.interrupted = True     # the case being written was left as a temporary folder
+        clean_partial(out_root)
+        raise ConversionInterrupted(summary) from None
     finally:
         bar.close()
         rebuild_case_table(out_root)
     return summary
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a conversion; carries the summary of what was done before it."""
+
+    def __init__(self, summary: ConversionSummary):
+        super().__init__(str(summary))
+        self.summary = summary
 
 
 def describe_error(error: BaseException) -> str:
@@ -133,15 +155,6 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, DataError):
         return str(error)
     return f"{type(error).__name__}: {short_itk_message(str(error))}"
-
-
-def checked_mask(image: sitk.Image, mask: sitk.Image, path) -> sitk.Image:
-    """A uint8 0/1 mask, checked to be non-empty and on the image's grid (errors name `path`)."""
-    check_same_grid(image, mask, str(path))
-    binary = sitk.Cast(mask > 0, sitk.sitkUInt8)  # `> 0` also works for float masks
-    if not np.any(sitk.GetArrayViewFromImage(binary)):
-        raise EmptyMaskError(path, "organ mask is empty")
-    return binary
 
 
 def masks_from_label_map(image: sitk.Image, label: sitk.Image, label_path, organ_values: dict,
@@ -255,3 +268,24 @@ def finish_cli(summary: ConversionSummary) -> int:
     """Print the summary; exit status 1 when some case failed, so scripts notice."""
     print(summary)
     return 0 if summary.ok else 1
+
+
+def adapter_main(main: Callable) -> Callable:
+    """Wrap an adapter's `main`: a bad source is one line `error: <path>: <problem>` and exit 2;
+    Ctrl-C prints what was converted so far and exits 130 (a rerun continues), no traceback."""
+    import functools
+    import sys
+
+    @functools.wraps(main)
+    def wrapped(argv=None) -> int:
+        try:
+            return main(argv)
+        except ConversionInterrupted as interrupted:
+            print(interrupted.summary)
+            print("interrupted: run the same command again to continue", file=sys.stderr)
+            return 130
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+
+    return wrapped

@@ -38,6 +38,7 @@ from rprloc_core.errors import DataError, UnknownOrganError
 from ._convert import (
     DEFAULT_FRACTIONS,
     LoadedCase,
+    adapter_main,
     add_common_cli_arguments,
     checked_mask,
     finish_cli,
@@ -185,6 +186,7 @@ def convert(source, out_root, *, splits_csv=None, label_map=None, fractions=DEFA
                           source=SOURCE_NAME, progress=progress, overwrite=overwrite, notes=notes)
 
 
+@adapter_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.generic", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

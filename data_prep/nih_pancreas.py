@@ -42,6 +42,7 @@ from rprloc_core.errors import DataError
 from ._convert import (
     DEFAULT_FRACTIONS,
     LoadedCase,
+    adapter_main,
     add_common_cli_arguments,
     checked_mask,
     finish_cli,
@@ -184,6 +185,7 @@ def convert(source, out_root, labels_root, *, splits_csv=None, fractions=DEFAULT
                           overwrite=overwrite, notes=notes)
 
 
+@adapter_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.nih_pancreas", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -25,6 +25,8 @@ import SimpleITK as sitk
 
 from rprloc_core.errors import DataError
 
+from ._convert import adapter_main
+
 GRID = (128, 128, 128)
 UPSTREAM_SPLITS = {"train-pats": "train", "validation-pats": "validation", "test-pats": "test"}
 OPENKBP_ORGANS = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid", "Esophagus", "Larynx", "Mandible")
@@ -113,12 +115,36 @@ def read_patient(patient_dir: Path) -> tuple[sitk.Image, dict]:
         mask = read_sparse_csv(path, is_mask=True)
         if not mask.any():
             raise DataError(path, "organ mask is empty")
+        check_ct_covers(hu, mask, ct_path, organ)
         labels[organ] = to_standard_image(mask.astype(np.uint8), spacing)
     return image, labels
 
 
+# An organ with at least this fraction of its voxels where ct.csv lists no value lies outside the
+# CT. On the 242 shared patients the largest fraction is 0.72 (pt_89's oesophagus, a scan whose CT
+# covers part of the field of view); a ct.csv cut short (rows are sorted by flat index, so the
+# posterior part goes first) leaves organs there with no CT at all.
+UNCOVERED_ORGAN_LIMIT = 0.95
+
+
+def check_ct_covers(hu: np.ndarray, mask: np.ndarray, ct_path: Path, organ: str) -> None:
+    """DataError if the CT holds no value (HU = -1024, not listed in ct.csv) over almost all of an
+    organ: the sign of a ct.csv truncated at a line boundary, which still parses."""
+    uncovered = float(np.mean(hu[mask] <= -1024.0))
+    if uncovered >= UNCOVERED_ORGAN_LIMIT:
+        raise DataError(ct_path, f"the CT has no value over {100 * uncovered:.0f} % of the {organ} mask: "
+                                 "ct.csv is probably truncated (an interrupted copy or download)")
+
+
+def _patient_number(case_id: str) -> tuple:
+    """pt_2 before pt_10; a folder whose name has no number (pt_new) sorts last by name."""
+    tail = case_id.split("_", 1)[-1]
+    return (0, int(tail), case_id) if tail.isdigit() else (1, 0, case_id)
+
+
 def list_patients(source: Path) -> list[tuple[str, str, Path]]:
-    """(case_id, split, folder) for every upstream patient folder with a CT, in natural order."""
+    """(case_id, split, folder) for every upstream patient folder, in natural order. A folder that
+    is not a patient (no ct.csv) is still listed: converting it fails with a message naming it."""
     base = Path(source)
     if (base / "provided-data").is_dir():
         base = base / "provided-data"
@@ -129,7 +155,7 @@ def list_patients(source: Path) -> list[tuple[str, str, Path]]:
         for folder in (base / upstream).glob("pt_*"):
             if folder.is_dir():
                 found.append((folder.name, split, folder))
-    return sorted(found, key=lambda t: int(t[0].split("_")[1]))
+    return sorted(found, key=lambda t: _patient_number(t[0]))
 
 
 def resolve_source(source=None, configured=None) -> Path | None:
@@ -164,6 +190,7 @@ def convert_openkbp(source, out_root, progress: bool = True, limit: int | None =
     return run_conversion(items, read_patient, out_root, source="openkbp", progress=progress)
 
 
+@adapter_main
 def main(argv=None) -> int:
     from ._convert import finish_cli
 

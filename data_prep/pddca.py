@@ -25,6 +25,7 @@ from rprloc_core.errors import DataError, UnknownOrganError
 from ._convert import (
     DEFAULT_FRACTIONS,
     LoadedCase,
+    adapter_main,
     add_common_cli_arguments,
     checked_mask,
     finish_cli,
@@ -81,6 +82,7 @@ def convert(source, out_root, *, splits_csv=None, fractions=DEFAULT_FRACTIONS, s
                           overwrite=overwrite, notes=notes)
 
 
+@adapter_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.pddca", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

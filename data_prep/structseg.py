@@ -21,6 +21,7 @@ from rprloc_core.errors import DataError
 from ._convert import (
     DEFAULT_FRACTIONS,
     LoadedCase,
+    adapter_main,
     add_common_cli_arguments,
     finish_cli,
     masks_from_label_map,
@@ -85,6 +86,7 @@ def convert(source, out_root, *, splits_csv=None, fractions=DEFAULT_FRACTIONS, s
                           overwrite=overwrite, notes=notes)
 
 
+@adapter_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.structseg", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

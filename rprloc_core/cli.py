@@ -8,38 +8,137 @@ localize organs in a query image from one labelled support image.
 Images: NIfTI, NRRD, MHA files, or a folder holding one DICOM series. Support labels: a folder of
 binary masks named by organ (`Brainstem.nii.gz`, `Parotid_L.nrrd`, ...) or one mask file with
 `--organ NAME`. Output positions are physical LPS coordinates in mm (x, y, z), the frame of the
-query image, plus voxel indices of the query image as read.
+query image, plus continuous voxel indices of the query image as read.
+
+Every argument, input file and output location is checked before any computation; a problem is
+one line `error: <file>: <problem>` and exit status 2, and nothing half-written is left behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
-from rprloc_core.data.images import read_any_image, strip_image_suffix
-from rprloc_core.errors import DataError
+from rprloc_core.data.images import nifti_nonfinite_count, read_any_image, strip_image_suffix
+from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
+
+MAX_K = 500          # runs per landmark; the paper uses 15, and the mean settles long before 500
+MODEL_ROLES = ("coarse", "fine")
 
 
-def read_support_labels(path, organ: str | None) -> dict:
+# ------------------------------------------------------------------------------ argument checks
+
+def positive_int(limit: int | None = None):
+    """argparse type: an integer >= 1 (and <= limit)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+        if limit is not None and value > limit:
+            raise argparse.ArgumentTypeError(f"must be at most {limit}, got {value}")
+        return value
+    return parse
+
+
+def check_writable(path, what: str) -> Path:
+    """Fail now, not after the computation, if `path` cannot be written: its folder must exist and
+    take a file, and the path must not be a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, f"{what} is a folder; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise DataError(path, f"cannot write the {what}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rprloc-write-test-"):
+            pass
+    except OSError as error:
+        raise DataError(path, f"cannot write the {what} in {folder} ({error.strerror or error})") from None
+    return path
+
+
+def write_atomically(path: Path, write) -> None:
+    """`write(temporary path)`, then rename onto `path`: a failure never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------ inputs
+
+def read_ct(path, what: str) -> sitk.Image:
+    """A CT image whose every voxel is a number (NaN or infinite voxels are an error)."""
+    image = read_any_image(path)
+    values = sitk.GetArrayViewFromImage(image)
+    bad = nifti_nonfinite_count(path)          # ITK reads a NIfTI NaN as 0
+    if np.issubdtype(values.dtype, np.floating):
+        bad = max(bad, int(np.count_nonzero(~np.isfinite(values))))
+    if bad:
+        raise DataError(path, f"the {what} image has {bad} NaN or infinite voxel(s) of {values.size}")
+    if values.size and values.min() == values.max():
+        raise DataError(path, f"the {what} image has the same value ({values.flat[0]}) everywhere: not a CT")
+    return image
+
+
+def read_support_labels(path, organ: str | None, wanted=None) -> tuple[dict, dict]:
+    """({organ: mask image}, {organ: the file it came from}) from a folder of masks named by organ,
+    or one mask file with `organ`. Files with names that are no known organ are skipped with a
+    note on stderr (as the dataset adapters do) unless nothing else is left."""
     from rprloc_core.data.organs import canonical_organ
 
     path = Path(path)
-    if path.is_dir():
-        labels = {}
-        for file in sorted(path.iterdir()):
-            stem = strip_image_suffix(file.name)
-            if stem:
-                labels[canonical_organ(stem, source=str(file))] = read_any_image(file)
-        if not labels:
-            raise DataError(path, "no mask files (.nii, .nii.gz, .nrrd, .mha) in the labels folder")
-        return labels
-    if not organ:
-        raise DataError(path, "a single mask file needs --organ NAME")
-    return {canonical_organ(organ): read_any_image(path)}
+    if not path.exists():
+        raise DataError(path, "support labels not found")
+    if not path.is_dir():
+        if not organ:
+            raise DataError(path, "a single mask file needs --organ NAME")
+        return {canonical_organ(organ): read_any_image(path)}, {canonical_organ(organ): path}
+    files = {}
+    for file in sorted(path.iterdir()):
+        stem = strip_image_suffix(file.name)
+        if not stem:
+            continue
+        try:
+            files[canonical_organ(stem, source=str(file))] = file
+        except UnknownOrganError as error:
+            print(f"note: skipping {error}", file=sys.stderr)
+    if not files:
+        raise DataError(path, "no mask file named by a known organ (.nii, .nii.gz, .nrrd, .mha) in the labels folder")
+    missing = [o for o in (wanted or ()) if o not in files]
+    if missing:
+        raise DataError(path, f"no mask for {', '.join(missing)} (has: {', '.join(sorted(files))})")
+    chosen = {o: f for o, f in files.items() if not wanted or o in wanted}
+    return {o: read_any_image(f) for o, f in chosen.items()}, chosen
+
+
+def load_model(models_dir, role: str, required: bool = True):
+    """The `role` ("coarse" or "fine") Pnet of a models folder, checked to be a model of that role
+    (its checkpoint records the mode it was trained in). None if absent and not `required`."""
+    from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
+
+    path = Path(models_dir) / role / "best.pt"
+    if not path.is_file():
+        if not required:
+            return None
+        raise DataError(path, f"the {role} model is missing")
+    mode = (read_checkpoint(path).get("extra") or {}).get("train_config", {}).get("mode")
+    if mode is not None and mode != role:
+        raise DataError(path, f"this checkpoint is a {mode} model but sits where the {role} model belongs "
+                              "(coarse and fine swapped?)")
+    return load_pnet(path)
 
 
 def _preprocess(image, labels, spacing_zyx, case_id, where):
@@ -49,70 +148,103 @@ def _preprocess(image, labels, spacing_zyx, case_id, where):
     return preprocessed_from_arrays(case_id, arrays, info)
 
 
+def check_fits_models(volume, models, path) -> None:
+    """The query must hold a whole patch of every model on that model's grid."""
+    from rprloc_core.geometry.patches import require_volume_fits_patch
+    from rprloc_core.rprloc.inference import grid_for_model
+
+    for model in models:
+        grid = grid_for_model(volume, model.spacing_mm)
+        try:
+            require_volume_fits_patch(grid.shape, model.patch_size, f"the image on a {model.spacing_mm} mm grid")
+        except ValueError as error:
+            raise DataError(path, str(error)) from None
+
+
+# ------------------------------------------------------------------------------ commands
+
 def localize_command(args) -> int:
+    from rprloc_core.data.cases import checked_mask
+    from rprloc_core.data.organs import canonical_organ
     from rprloc_core.evaluation.protocol import organ_landmarks_mm
     from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
-    from rprloc_core.geometry.space import lps_to_index
+    from rprloc_core.geometry.space import index_to_lps, lps_to_index
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
-    from rprloc_core.rprloc.pnet import load_pnet
 
-    coarse = load_pnet(Path(args.models) / "coarse" / "best.pt")
-    fine_path = Path(args.models) / "fine" / "best.pt"
-    fine = load_pnet(fine_path) if fine_path.is_file() and not args.coarse_only else None
+    out = check_writable(args.out, "result JSON")
+    overlay = check_writable(args.overlay, "overlay PNG") if args.overlay else None
+    wanted = [canonical_organ(o) for o in args.organs] if args.organs else None
+    coarse = load_model(args.models, "coarse")
+    fine = None if args.coarse_only else load_model(args.models, "fine", required=False)
+    if fine is None and not args.coarse_only:
+        raise DataError(Path(args.models) / "fine" / "best.pt",
+                        "the fine model is missing; add --coarse-only to localize with two coarse steps instead")
     # work on the finest model's grid; the engine pools it for a coarser model
     base_spacing = (fine if fine is not None else coarse).spacing_mm
-    support_image = read_any_image(args.support)
-    labels = read_support_labels(args.support_labels, args.organ)
-    wanted = args.organs or sorted(labels)
-    missing = [o for o in wanted if o not in labels]
-    if missing:
-        raise DataError(args.support_labels, f"no mask for {', '.join(missing)} (has: {', '.join(sorted(labels))})")
-    support = _preprocess(support_image, {o: labels[o] for o in wanted}, base_spacing, "support", str(args.support))
-    query_image = read_any_image(args.query)
+    support_image = read_ct(args.support, "support")
+    labels, label_files = read_support_labels(args.support_labels, args.organ, wanted)
+    labels = {o: checked_mask(support_image, m, label_files[o]) for o, m in labels.items()}
+    query_image = read_ct(args.query, "query")
+
+    support = _preprocess(support_image, labels, base_spacing, "support", str(args.support))
+    for organ in support.meta["organs_lost_in_resampling"]:
+        raise DataError(label_files[organ], f"the {organ} mask is smaller than one voxel of the working grid "
+                                            f"({list(base_spacing)} mm) and vanishes when resampled")
     query = _preprocess(query_image, {}, base_spacing, "query", str(args.query))
-    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
+    models = [m for m in (coarse, fine) if m is not None]
+    check_fits_models(support.volume, models, args.support)
+    check_fits_models(query.volume, models, args.query)
+
+    organs = sorted(labels)
+    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, organs, "extreme"))
     schedule = ("coarse", "fine") if fine is not None else ("coarse", "coarse")
     result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
                       rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point)
     to_lps = query.to_sitk(query.hu)
-    out = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
-           "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
-           "organs": {}}
-    from rprloc_core.geometry.space import index_to_lps
-
+    report = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
+              "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
+              "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the query image as read "
+                                  "(voxel centres are whole numbers; the box spans the predicted extreme points)",
+              "organs": {}}
     for organ, pts_mm in result.points_by_organ().items():
         pts_lps = index_to_lps(to_lps, query.mm_to_idx(pts_mm))
         idx_original = lps_to_index(query_image, pts_lps)
-        out["organs"][organ] = {
+        report["organs"][organ] = {
             "box_lps_mm": {"min": pts_lps.min(axis=0).tolist(), "max": pts_lps.max(axis=0).tolist()},
             "box_index_zyx": {"min": idx_original.min(axis=0).tolist(), "max": idx_original.max(axis=0).tolist()},
             "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist())),
         }
-    Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
-    print(f"wrote {args.out}: {', '.join(out['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
-    if args.overlay:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from rprloc_core.geometry.boxes import box_from_points
-        from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
-
-        boxes = {o: (box_from_points(query.mm_to_idx(p)), ORGAN_COLOURS.get(o, "yellow"), "--")
-                 for o, p in result.points_by_organ().items()}
-        centre = np.mean([np.mean(b[0], axis=0) for b in boxes.values()], axis=0)
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-        boxes_in_views(axes, query, boxes, centre, title=Path(args.query).name)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(args.overlay, dpi=110)
-        print(f"wrote {args.overlay}")
+    write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+    print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
+    if overlay is not None:
+        write_atomically(overlay, lambda tmp: _overlay(query, result, Path(args.query).name).savefig(tmp, dpi=110))
+        print(f"wrote {overlay}")
     return 0
+
+
+def _overlay(query, result, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rprloc_core.geometry.boxes import box_from_points
+    from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
+
+    boxes = {o: (box_from_points(query.mm_to_idx(p)), ORGAN_COLOURS.get(o, "yellow"), "--")
+             for o, p in result.points_by_organ().items()}
+    centre = np.mean([np.mean(b[0], axis=0) for b in boxes.values()], axis=0)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    boxes_in_views(axes, query, boxes, centre, title=title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def _images_in(folder) -> list[Path]:
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "images folder not found")
     items = [p for p in sorted(folder.iterdir()) if strip_image_suffix(p.name) or p.is_dir()]
     if not items:
         raise DataError(folder, "no images (.nii, .nii.gz, .nrrd, .mha or DICOM series folders)")
@@ -136,19 +268,22 @@ def train_command(args) -> int:
         images, val_images = images[:-n_val], images[-n_val:]
     if not images:
         raise DataError(args.images, "need at least two images (one for training, one for validation)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, "--out must be a folder for the models, not a file")
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out / "best.pt", "models")
 
     def volumes(paths, what):
-        out = []
-        for p in tqdm(paths, desc=f"preprocessing {what} images"):
-            out.append(_preprocess(read_any_image(p), {}, spacing, p.name, str(p)).volume)
-        return out
+        return [_preprocess(read_ct(p, what), {}, spacing, p.name, str(p)).volume
+                for p in tqdm(paths, desc=f"preprocessing {what} images")]
 
     train, val = volumes(images, "training"), volumes(val_images, "validation")
-    for name in ("coarse", "fine"):
+    for name in MODEL_ROLES:
         config = getattr(settings.rprloc, name)
         if args.steps:
             config = dataclasses.replace(config, steps=args.steps)
-        summary = train_pnet(config, train, val, Path(args.out) / name)
+        summary = train_pnet(config, train, val, out / name)
         print(f"{name}: {summary['steps']} steps, best validation MSE {summary['best_val_loss_mm2']:.0f} mm^2")
     return 0
 
@@ -161,9 +296,9 @@ def main(argv=None) -> int:
     t.add_argument("--validation", default=None)
     t.add_argument("--out", required=True)
     t.add_argument("--profile", default="demo", help="training settings and working spacing (default demo)")
-    t.add_argument("--steps", type=int, default=None, help="override the profile's step count")
+    t.add_argument("--steps", type=positive_int(), default=None, help="override the profile's step count (>= 1)")
     q = sub.add_parser("localize", help="localize organs in a query image from one labelled support")
-    q.add_argument("--models", required=True, help="folder with coarse/best.pt (and fine/best.pt)")
+    q.add_argument("--models", required=True, help="folder with coarse/best.pt and fine/best.pt")
     q.add_argument("--support", required=True)
     q.add_argument("--support-labels", required=True)
     q.add_argument("--organ", default=None, help="organ name when --support-labels is one mask file")
@@ -171,13 +306,13 @@ def main(argv=None) -> int:
     q.add_argument("--query", required=True)
     q.add_argument("--out", required=True, help="result JSON")
     q.add_argument("--overlay", default=None, help="PNG with the predicted boxes")
-    q.add_argument("--k", type=int, default=15)
+    q.add_argument("--k", type=positive_int(MAX_K), default=15, help=f"runs per landmark, 1 to {MAX_K} (default 15)")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--coarse-only", action="store_true")
+    q.add_argument("--coarse-only", action="store_true", help="two coarse steps, no fine model")
     args = parser.parse_args(argv)
     try:
         return train_command(args) if args.command == "train" else localize_command(args)
-    except DataError as error:
+    except RprlocError as error:    # a bad file, a bad profile, a resume with other settings, ...
         print(f"error: {error}", file=sys.stderr)
         return 2
 

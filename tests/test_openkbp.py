@@ -44,10 +44,12 @@ def make_patient(folder, compression="xz", spacing=(3.9, 3.9, 2.5)):
             for i2 in range(20, 110, 6):
                 ct[_flat(i0, i1, i2)] = 1064.0   # 40 HU
     ct[_flat(50, 50, 50)] = 6000.0                # a 16-bit value: must be clipped to 4095
-    _write(folder / "ct.csv", _sparse_csv(ct, False), compression)
-    _write(folder / "voxel_dimensions.csv", "\n".join(str(s) for s in spacing) + "\n", compression)
     organs = {"Brainstem": (70, 64, 40), "Mandible": (40, 64, 60), "LeftParotid": (60, 80, 55),
               "RightParotid": (60, 48, 55), "SpinalCord": (75, 64, 90)}
+    for a, b, c in organs.values():               # tissue under every organ, as in a real scan
+        ct.update({_flat(a + d, b + e, c + f): 1064.0 for d in range(-1, 2) for e in range(-1, 2) for f in range(-1, 2)})
+    _write(folder / "ct.csv", _sparse_csv(dict(sorted(ct.items())), False), compression)
+    _write(folder / "voxel_dimensions.csv", "\n".join(str(s) for s in spacing) + "\n", compression)
     for organ, (a, b, c) in organs.items():
         voxels = {_flat(a + d, b + e, c + f): "" for d in range(-1, 2) for e in range(-1, 2) for f in range(-1, 2)}
         _write(folder / f"{organ}.csv", _sparse_csv(voxels, True), compression)

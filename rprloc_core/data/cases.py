@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from rprloc_core.errors import DataError, MissingOrganError
+from rprloc_core.errors import DataError, EmptyMaskError, MissingOrganError
 from rprloc_core.geometry.space import shape_zyx, spacing_zyx
 from rprloc_core.data.organs import canonical_organ
 
@@ -49,6 +49,15 @@ def check_same_grid(image: sitk.Image, label: sitk.Image, where: str) -> None:
         if not np.allclose(a, b, atol=1e-3):
             raise DataError(where, f"label {what} {tuple(round(v, 4) for v in a)} does not match image {what} "
                                    f"{tuple(round(v, 4) for v in b)}")
+
+
+def checked_mask(image: sitk.Image, mask: sitk.Image, path) -> sitk.Image:
+    """A uint8 0/1 mask, checked to be non-empty and on the image's grid (errors name `path`)."""
+    check_same_grid(image, mask, str(path))
+    binary = sitk.Cast(mask > 0, sitk.sitkUInt8)  # `> 0` also works for float masks
+    if not np.any(sitk.GetArrayViewFromImage(binary)):
+        raise EmptyMaskError(path, "organ mask is empty")
+    return binary
 
 
 def write_case(root, case_id: str, image: sitk.Image, labels: dict, split: str, source: str,

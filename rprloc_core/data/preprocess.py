@@ -128,7 +128,9 @@ def preprocess_image(image: sitk.Image, labels: dict, params: PreprocessParams, 
     for organ, label in labels.items():
         label = orient_lps(label)
         cases.check_same_grid(image, label, f"{where} ({organ})")
-        originals[organ] = label
+        # any non-zero value is the organ: a mask stored as 0/0.5 or 0/255 must not vanish when
+        # the resampled values are cast to uint8
+        originals[organ] = sitk.Cast(label > 0, sitk.sitkUInt8)
     lo, hi = air_crop_box(hu, params.air_threshold_hu, where=where)
     # Some scans hold CT values in only part of the field of view; grow the crop so that no
     # organ loses voxels to it (a cut mask would change the true box the metrics compare with).
@@ -208,9 +210,21 @@ def _preprocess_one(args):
         return case_id, f"{type(error).__name__}: {error}", time.perf_counter() - start
 
 
+def clean_partial_cache(cache_root, params: PreprocessParams) -> list[Path]:
+    """Remove the temporary files an interrupted preprocessing run left (`<case>.tmp-<pid>.npz`);
+    returns what was removed. Call it only when no other run writes to the same cache."""
+    folder = Path(cache_root) / params.key()
+    leftovers = sorted(folder.glob("*.tmp-*.npz")) if folder.is_dir() else []
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
 def preprocess_all(cases_root, case_ids, params: PreprocessParams, cache_root, workers: int = 2,
                    progress: bool = True) -> dict:
-    """Preprocess many cases (in worker processes); returns {'done': [...], 'failed': [(id, msg)]}."""
+    """Preprocess many cases (in worker processes); returns {'done': [...], 'failed': [(id, msg)]}.
+    Leftovers of an interrupted earlier run are removed first."""
+    clean_partial_cache(cache_root, params)
     jobs = [(str(cases_root), c, params, str(cache_root)) for c in case_ids]
     done, failed = [], []
     bar = tqdm(total=len(jobs), desc=f"preprocess {params.key()}", disable=not progress)

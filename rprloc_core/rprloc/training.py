@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import cut_patches, require_volume_fits_patch
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
@@ -103,13 +104,17 @@ def validation_loss_mm2(model: PNet, grids: Sequence[Volume], groups: PatchGroup
     return total / count
 
 
+class ResumeError(DataError):
+    """A training folder holds a run with other settings than the ones asked for."""
+
+
 def _check_resume_compatible(saved: dict, config: TrainConfig, path: Path) -> None:
     now = config.to_dict()
     different = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
     if different:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in different)
-        raise ValueError(f"{path}: cannot resume, the training config changed ({details}); "
-                         "use another out_dir or restore the config")
+        raise ResumeError(path, f"cannot resume, the training config changed ({details}); "
+                                "use another output folder or restore the settings")
 
 
 def _summary(state: dict, config: TrainConfig, out_dir: Path, wall_s: float, stopped: str, resumed: bool) -> dict:
