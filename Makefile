@@ -9,7 +9,7 @@ ONLY ?=
 SHARED_OPENKBP := $(wildcard $(CURDIR)/../shared/datasets/openkbp)
 export RPRLOC_OPENKBP_SOURCE ?= $(SHARED_OPENKBP)
 
-.PHONY: reproduce test env smoke benchmarks clean-env
+.PHONY: reproduce test train env smoke benchmarks clean-env
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ reproduce: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# Retrain the profile's models into data/ (resumable; the committed release is never touched).
+# To publish them as the new release: add PUBLISH="--publish --overwrite".
+train: $(VENV)/.installed
+	$(PY) -m data_prep.prepare --profile $(PROFILE)
+	$(PY) -m rprloc_core.experiments.retrain --profile $(PROFILE) $(PUBLISH)
 
 smoke: $(VENV)/.installed
 	$(PY) -m rprloc_core.reproduce --profile smoke

@@ -44,3 +44,31 @@ def prepare(settings, source=None, progress: bool = True, limit: int | None = No
     report["preprocess_failed"] = result["failed"]
     report["n_cases"] = len(table)
     return report
+
+
+def main(argv=None) -> int:
+    """python -m data_prep.prepare --profile demo [--source DIR] [--limit N]"""
+    import argparse
+    import sys
+
+    from rprloc_core.errors import RprlocError
+    from rprloc_core.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="python -m data_prep.prepare",
+                                     description="Fetch, convert and preprocess a profile's data.")
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--source", default=None, help="an OpenKBP upstream copy (default: as notebook 01)")
+    parser.add_argument("--limit", type=int, default=None, help="first N patients per split only")
+    args = parser.parse_args(argv)
+    try:
+        report = prepare(load_settings(args.profile), source=args.source, limit=args.limit)
+    except RprlocError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{report['n_cases']} cases ready ({report['source'] if 'source' in report else report['dataset']}); "
+          f"{len(report['preprocess_failed'])} failed preprocessing")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -29,8 +29,15 @@
 # (Pnet embeds each patch on its own), so each step uses all of them. Validation uses a fixed set of
 # pairs drawn once from the validation volumes with a seeded generator, so the curves are comparable
 # across steps; the best model by validation loss is kept. Training checkpoints after every
-# validation and resumes where it stopped: re-running this notebook after an interruption, or with
-# the models already trained, continues or skips.
+# validation and resumes where it stopped.
+#
+# **Released weights.** The demo profile uses the committed models in `weights/openkbp-han-demo/`
+# (`weights.source = "release"`): this notebook then trains nothing, and its table and curves are the
+# release's own training record (its `manifest.json`, with a sha256 per file, the training
+# settings, the data split and the validation history; `MODEL_CARD.md` says what they are for). To
+# retrain them: `make train` (resumable; it writes to `data/`, never over the release; publishing a
+# new release is `python -m rprloc_core.experiments.retrain --profile demo --publish --overwrite`).
+# With `overrides = {"weights.source": "train"}`, or the smoke profile, this notebook trains.
 
 # %% tags=["parameters"]
 profile = "demo"
@@ -68,17 +75,18 @@ for name in models.MAIN_MODELS:
 # %% [markdown]
 # ## Training
 # Main models first (in parallel), then the r-sweep models, which start from the main model's
-# weights with another r.
+# weights with another r. With released weights: their training record.
 
 # %%
-summaries = models.train_all(settings, parallel=parallel)
+summaries = models.training_summaries(settings, parallel=parallel)
 training = tables.pnet_training_table(settings, summaries)
 write_table(training, "pnet_training", results, floatfmt=".1f")
 display(Markdown(markdown_table(training, floatfmt=".1f")))
 
 # %% [markdown]
-# A row with `stopped = already_done` was trained earlier and only read back here (its
-# `train_time_s` is the time of the original run).
+# A row with `stopped = already_done` was trained earlier and only read back here, one with
+# `stopped = released` comes from the release's manifest (in both, `train_time_s` is the time of the
+# original run).
 
 # %%
 fig = figures.pnet_loss_curves(settings)

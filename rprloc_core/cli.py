@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from rprloc_core.data.images import nifti_nonfinite_count, read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
 
+DEFAULT_MODELS = "weights/openkbp-han-demo"      # relative to the project root
 MAX_K = 500          # runs per landmark; the paper uses 15, and the mean settles long before 500
 MODEL_ROLES = ("coarse", "fine")
 
@@ -125,11 +126,19 @@ def read_support_labels(path, organ: str | None, wanted=None) -> tuple[dict, dic
 
 
 def load_model(models_dir, role: str, required: bool = True):
-    """The `role` ("coarse" or "fine") Pnet of a models folder, checked to be a model of that role
-    (its checkpoint records the mode it was trained in). None if absent and not `required`."""
+    """The `role` ("coarse" or "fine") Pnet of a models folder (a release with its manifest, whose
+    files are checked against their sha256, or `rprloc train`'s output: <role>/best.pt), checked to
+    be a model of that role (its checkpoint records the mode it was trained in). None if absent and
+    not `required`."""
+    from rprloc_core.experiments import weights
     from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 
-    path = Path(models_dir) / role / "best.pt"
+    if weights.is_release(models_dir):
+        if role not in weights.read_manifest(models_dir)["models"] and not required:
+            return None
+        path = weights.released_file(models_dir, role)
+    else:
+        path = Path(models_dir) / role / "best.pt"
     if not path.is_file():
         if not required:
             return None
@@ -174,10 +183,15 @@ def localize_command(args) -> int:
     out = check_writable(args.out, "result JSON")
     overlay = check_writable(args.overlay, "overlay PNG") if args.overlay else None
     wanted = [canonical_organ(o) for o in args.organs] if args.organs else None
-    coarse = load_model(args.models, "coarse")
-    fine = None if args.coarse_only else load_model(args.models, "fine", required=False)
+    models_dir = Path(args.models)
+    if args.models == DEFAULT_MODELS:
+        from rprloc_core.paths import PROJECT_ROOT
+
+        models_dir = PROJECT_ROOT / DEFAULT_MODELS
+    coarse = load_model(models_dir, "coarse")
+    fine = None if args.coarse_only else load_model(models_dir, "fine", required=False)
     if fine is None and not args.coarse_only:
-        raise DataError(Path(args.models) / "fine" / "best.pt",
+        raise DataError(models_dir / "fine",
                         "the fine model is missing; add --coarse-only to localize with two coarse steps instead")
     # work on the finest model's grid; the engine pools it for a coarser model
     base_spacing = (fine if fine is not None else coarse).spacing_mm
@@ -298,7 +312,9 @@ def main(argv=None) -> int:
     t.add_argument("--profile", default="demo", help="training settings and working spacing (default demo)")
     t.add_argument("--steps", type=positive_int(), default=None, help="override the profile's step count (>= 1)")
     q = sub.add_parser("localize", help="localize organs in a query image from one labelled support")
-    q.add_argument("--models", required=True, help="folder with coarse/best.pt and fine/best.pt")
+    q.add_argument("--models", default=DEFAULT_MODELS,
+                   help="a release folder (default: the released head-and-neck models, "
+                        f"{DEFAULT_MODELS}) or `rprloc train`'s output (coarse/best.pt, fine/best.pt)")
     q.add_argument("--support", required=True)
     q.add_argument("--support-labels", required=True)
     q.add_argument("--organ", default=None, help="organ name when --support-labels is one mask file")

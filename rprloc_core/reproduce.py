@@ -30,7 +30,7 @@ from pathlib import Path
 
 from rprloc_core.paths import PROJECT_ROOT, results_dir
 from rprloc_core.reporting import write_json
-from rprloc_core.settings import SettingsError, load_settings
+from rprloc_core.settings import SettingsError, load_settings, parse_assignments
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 PACKAGES = ("torch", "numpy", "SimpleITK", "pandas", "matplotlib", "papermill", "jupytext", "ipywidgets")
@@ -94,18 +94,6 @@ def execute(source: Path, parameters: dict, out_dir: Path, progress: bool = True
                                    kernel_name="python3", cwd=str(PROJECT_ROOT), progress_bar=progress,
                                    log_output=False)
     return time.perf_counter() - start
-
-
-def parse_assignments(pairs) -> dict:
-    """NAME=VALUE pairs; values are Python literals where they parse as one, else strings."""
-    overrides = {}
-    for pair in pairs or []:
-        key, _, value = pair.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
-    return overrides
 
 
 def main(argv=None) -> int:

@@ -9,6 +9,7 @@ computation, and `Settings.overrides` records what was changed.
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import typing
@@ -117,6 +118,23 @@ class TemplateMatchingSettings:
     autoencoder: AutoencoderSettings = field(default_factory=AutoencoderSettings)
 
 
+WEIGHT_SOURCES = ("release", "train")
+
+
+@dataclass(frozen=True)
+class WeightsSettings:
+    """Where the trained models come from: a committed release (trains nothing) or training in the
+    data folder (resumable; never writes over the release)."""
+    source: str = "train"                 # "release" or "train"
+    release: str | None = None            # release folder, relative to the project root
+
+    def __post_init__(self):
+        if self.source not in WEIGHT_SOURCES:
+            raise SettingsError(f"weights.source must be one of {WEIGHT_SOURCES}, not {self.source!r}")
+        if self.source == "release" and not self.release:
+            raise SettingsError("weights.source = 'release' needs weights.release, the release folder")
+
+
 @dataclass(frozen=True)
 class Settings:
     name: str
@@ -127,6 +145,7 @@ class Settings:
     rprloc: RprlocSettings
     template_matching: TemplateMatchingSettings
     figures: FigureSettings = field(default_factory=FigureSettings)
+    weights: WeightsSettings = field(default_factory=WeightsSettings)
     overrides: tuple = ()                 # (dotted key, value) pairs applied on top of the file
 
     def to_dict(self) -> dict:
@@ -170,6 +189,18 @@ def load_settings(name_or_path: str, overrides: dict | None = None) -> Settings:
         return _build(Settings, raw, where=path.name)
     except TypeError as error:
         raise SettingsError(f"{path.name}: {error}") from error
+
+
+def parse_assignments(pairs) -> dict:
+    """NAME=VALUE pairs; values are Python literals where they parse as one, else strings."""
+    overrides = {}
+    for pair in pairs or []:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
 
 
 def _build(cls, values: dict, where: str):

@@ -63,3 +63,17 @@ def test_paper_mean_reads_the_reference_tables():
     assert paper_mean("rprloc_table1", "awd_mm", strategy="Extreme", K=1) == pytest.approx(8.3, abs=0.05)
     with pytest.raises(KeyError):
         paper_mean("rprloc_table2", method="no such method")
+
+
+def test_oracle_box_transfer_keeps_the_support_size_in_mm():
+    from rprloc_core.experiments.error_analysis import transferred_box
+    from rprloc_core.geometry.boxes import VoxelBox
+    from rprloc_core.metrics import box_iou_voxel
+
+    support_box = VoxelBox(np.array([0.0, 0, 0]), np.array([4.0, 10, 10]))       # 12 x 20 x 20 mm at 3 x 2 x 2
+    query_box = VoxelBox(np.array([10.0, 10, 10]), np.array([16.0, 30, 30]))
+    moved = transferred_box(support_box, (3.0, 2.0, 2.0), query_box, (2.0, 1.0, 1.0))
+    np.testing.assert_allclose(moved.centre, query_box.centre)
+    np.testing.assert_allclose((moved.hi - moved.lo) * [2.0, 1.0, 1.0], [12.0, 20.0, 20.0])
+    same = transferred_box(query_box, (2.0, 1.0, 1.0), query_box, (2.0, 1.0, 1.0))
+    assert box_iou_voxel(same, query_box) == pytest.approx(1.0)

@@ -35,7 +35,7 @@ from rprloc_core.plotting import (
     patch_rectangle,
     show_slice,
 )
-from rprloc_core.rprloc.training import load_history, plot_history
+from rprloc_core.rprloc.training import plot_history
 
 # ---------------------------------------------------------------------------------- notebook 01
 
@@ -111,7 +111,7 @@ def pnet_loss_curves(settings):
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
     for ax, name in zip(axes.ravel(), names):
-        plot_history(load_history(models.models_dir(settings) / name), ax=ax,
+        plot_history(models.history(settings, name), ax=ax,
                      title=f"{name} (r = {configs[name].r_mm:g} mm)")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -155,6 +155,38 @@ def method_on_real_ct(settings, protocol, organ: str = "Brainstem", point: str =
     return method_panel(support, query, extreme_points(support.labels[organ])[which], stages,
                         extreme_points(query.labels[organ])[which], coarse_mm, fine_mm,
                         landmark_name=f"{organ}, {point.replace('_', ' ')} extreme point")
+
+
+def self_localisation_errors(axis_table, per_run):
+    """Left: mean signed and mean absolute error per axis after each stage (query = support).
+    Right: each run's error against its start's distance from the landmark (median per bin)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    stages = list(dict.fromkeys(axis_table.stage))
+    x = np.arange(3)
+    width = 0.8 / (2 * len(stages))
+    for i, stage in enumerate(stages):
+        part = axis_table[axis_table.stage == stage].set_index("axis").loc[["z", "y", "x"]]
+        axes[0].bar(x + (2 * i) * width - 0.4 + width / 2, part.mean_signed_error_mm, width,
+                    label=f"{stage}: mean signed error")
+        axes[0].bar(x + (2 * i + 1) * width - 0.4 + width / 2, part.mean_absolute_error_mm, width, alpha=0.6,
+                    label=f"{stage}: mean absolute error")
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_xticks(x, ["z (superior +)", "y (posterior +)", "x (patient left +)"])
+    axes[0].set_ylabel("error of the mean of K runs (mm)")
+    axes[0].legend(fontsize=7)
+    bins = np.quantile(per_run.start_distance_mm, np.linspace(0, 1, 11))
+    centres = (bins[:-1] + bins[1:]) / 2
+    which = np.clip(np.digitize(per_run.start_distance_mm, bins) - 1, 0, len(centres) - 1)
+    for column, label in (("error_Mc (one step)_mm", "after Mc (one step)"), ("error_Mc + Mf_mm", "after Mc + Mf")):
+        medians = [np.median(per_run[column][which == b]) for b in range(len(centres))]
+        axes[1].plot(centres, medians, marker="o", label=label)
+    axes[1].plot(centres, centres, ls="--", color="gray", label="no move (error = start distance)")
+    axes[1].set_xlabel("start's distance from the landmark (mm)")
+    axes[1].set_ylabel("median error of one run (mm)")
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Self-localisation on validation patients (each is its own support and query)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------------------------- notebook 04

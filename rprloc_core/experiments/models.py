@@ -1,5 +1,7 @@
-"""The Pnets of a profile: their training settings, where their checkpoints live, training them
-(two at a time, one per core), and loading them for inference.
+"""The trained models of a profile (its Pnets and the patch auto-encoder of the FM baselines):
+their training settings, where their checkpoints live (the committed release, or the data folder
+when the profile trains), training them (two at a time, one per core), publishing a release, and
+loading them.
 
 Names: "coarse" (Mc) and "fine" (Mf) are the main models; the r sweep adds "coarse_r<r>" and
 "fine_r<r>" models that start from the main model's weights with another offset range r and
@@ -9,22 +11,50 @@ train briefly (enough for the r widget of notebook 03, not for the tables).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+import tempfile
+from dataclasses import asdict, replace
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
+
 from rprloc_core.data import dataset
 from rprloc_core.evaluation.jobs import run_jobs
+from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
-from rprloc_core.rprloc.pnet import load_pnet
-from rprloc_core.rprloc.training import train_pnet
+from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
+from rprloc_core.rprloc.training import history_frame, load_history, train_pnet
 
 MAIN_MODELS = ("coarse", "fine")
+AUTOENCODER = "autoencoder"
 
 
 def models_dir(settings) -> Path:
-    """Checkpoints are data, never committed: data/<dataset>/models/<profile>/<name>/."""
+    """Models trained here are data, never committed: data/<dataset>/models/<profile>/<name>/."""
     return dataset.dataset_root(settings) / "models" / settings.name
+
+
+def uses_release(settings) -> bool:
+    return settings.weights.source == "release"
+
+
+def release_dir(settings) -> Path:
+    return weights.release_dir(settings.weights.release)
+
+
+def trained_file(settings, name: str) -> Path:
+    """Where training here writes model `name` (best checkpoint; the auto-encoder's checkpoint)."""
+    if name == AUTOENCODER:
+        return models_dir(settings) / AUTOENCODER / "checkpoint.pt"
+    return models_dir(settings) / name / "best.pt"
+
+
+def model_file(settings, name: str) -> Path:
+    """The checkpoint the profile's results use: the released file (sha256 checked) or the one
+    trained here."""
+    if uses_release(settings):
+        return weights.released_file(release_dir(settings), name)
+    return trained_file(settings, name)
 
 
 def train_configs(settings) -> dict[str, TrainConfig]:
@@ -82,13 +112,70 @@ def train_all(settings, names=None, parallel: bool = True, progress: bool = True
 def load_models(settings, names=None, device=None) -> dict:
     """name -> PNet (the best checkpoint by validation loss), in eval mode."""
     names = list(names or train_configs(settings))
-    return {name: load_pnet(models_dir(settings) / name / "best.pt", device=device) for name in names}
+    return {name: load_pnet(model_file(settings, name), device=device) for name in names}
+
+
+def training_summaries(settings, parallel: bool = True, progress: bool = True) -> list[dict]:
+    """One summary per Pnet (steps, best validation MSE, time, ...): read from the release's
+    manifest when the profile uses one (nothing is trained), else from training now."""
+    if not uses_release(settings):
+        return train_all(settings, parallel=parallel, progress=progress)
+    manifest = weights.read_manifest(release_dir(settings))
+    return [{"name": name, **manifest["models"][name]["summary"]} for name in train_configs(settings)]
+
+
+def history(settings, name: str) -> pd.DataFrame:
+    """A Pnet's validation history (one row per validation), from the release or the training folder."""
+    if uses_release(settings):
+        return history_frame(weights.read_manifest(release_dir(settings))["models"][name]["history"])
+    return load_history(models_dir(settings) / name)
+
+
+def publish_release(settings, overwrite: bool = False) -> dict:
+    """Copy the models trained here (every Pnet of the profile and the auto-encoder) into the
+    profile's release folder, with a manifest. Replaces an existing release only with `overwrite`."""
+    from rprloc_core.baselines.feature_matching import load_autoencoder, save_checkpoint
+
+    if not settings.weights.release:
+        raise ValueError(f"profile {settings.name!r} names no release folder (weights.release)")
+    entries = {}
+    for name, config in train_configs(settings).items():
+        path = trained_file(settings, name)
+        payload = read_checkpoint(path)
+        rows = load_history(models_dir(settings) / name)
+        best = rows.loc[rows.val_loss_mm2.idxmin()]
+        summary = {"steps": int(rows.step.max()), "target_steps": int(config.steps),
+                   "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
+                   "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
+                   "stopped": "released", "resumed": False}
+        entries[name] = {"source": path, "kind": "pnet", "architecture": payload["config"],
+                         "training": {k: v for k, v in config.to_dict().items() if k != "init_from"}
+                         | {"init_from": Path(config.init_from).parent.name if config.init_from else None},
+                         "summary": summary, "history": rows.to_dict(orient="list")}
+    checkpoint = trained_file(settings, AUTOENCODER)
+    if checkpoint.is_file():
+        import torch
+
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        stripped = Path(tempfile.mkdtemp()) / "autoencoder.pt"     # weights and history, no optimizer state
+        save_checkpoint(stripped, load_autoencoder(checkpoint), None, saved["step"], saved["history"], None)
+        ae = settings.template_matching.autoencoder
+        entries[AUTOENCODER] = {"source": stripped, "kind": "autoencoder", "architecture": saved["config"],
+                                "training": {k: v for k, v in asdict(ae).items()}, "steps": int(saved["step"])}
+    table = dataset.case_table(settings)
+    split = {s: table[table.split == s].case_id.tolist() for s in ("train", "validation")}
+    about = {"profile": settings.name, "dataset": settings.data.dataset,
+             "preprocess_spacing_zyx_mm": list(settings.preprocess.spacing_zyx),
+             "data_split": {"labels_used": "none: every model trains on intensity volumes only",
+                            "train": split["train"], "validation": split["validation"]}}
+    return weights.write_release(release_dir(settings), entries, about, overwrite=overwrite)
 
 
 def models_hash(settings, names=MAIN_MODELS) -> str:
     """A short hash of the main checkpoints' bytes: part of every cached prediction's key, so
     retrained models never reuse old predictions."""
-    files = [models_dir(settings) / name / "best.pt" for name in names]
+    files = [trained_file(settings, name) if not uses_release(settings) else model_file(settings, name)
+             for name in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"trained models missing ({', '.join(missing)}): run notebook 02 first")

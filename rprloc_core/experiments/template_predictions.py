@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rprloc_core.baselines.feature_matching import AEConfig, load_autoencoder, train_autoencoder
+from rprloc_core.baselines.feature_matching import AEConfig, TrainResult, load_autoencoder, train_autoencoder
 from rprloc_core.baselines.template_matching import (
     FEATURE_METHODS,
     GRAY_METHODS,
@@ -38,7 +38,8 @@ from rprloc_core.evaluation.jobs import run_jobs, torch_threads
 from rprloc_core.evaluation.predictions import PairPredictions, PredictionCache
 from rprloc_core.evaluation.protocol import organ_landmarks_mm
 from rprloc_core.evaluation.scoring import Method, evaluate, score_points
-from rprloc_core.experiments.models import load_models, models_dir
+from rprloc_core.experiments import models
+from rprloc_core.experiments.models import load_models
 from rprloc_core.experiments.paper import RPRLOC_LABEL, TEMPLATE_LABELS
 from rprloc_core.experiments.rprloc_predictions import rprloc_method
 from rprloc_core.geometry.volume import Volume
@@ -56,14 +57,22 @@ def ae_config(settings) -> AEConfig:
 # ------------------------------------------------------------------------------- auto-encoder
 
 def encoder_path(settings) -> Path:
-    """data/<dataset>/models/<profile>/autoencoder/checkpoint.pt (model, optimizer, history)."""
-    return models_dir(settings) / "autoencoder" / "checkpoint.pt"
+    """The released auto-encoder, or data/<dataset>/models/<profile>/autoencoder/checkpoint.pt
+    (model, optimizer, history) when the profile trains its own."""
+    return models.model_file(settings, models.AUTOENCODER)
 
 
 def train_encoder(settings, progress: bool = True):
-    """Train (or resume, or just load if finished) the profile's patch auto-encoder on the training
-    split's intensity volumes: no label file is opened (dataset.unlabelled_volumes)."""
+    """The profile's patch auto-encoder: the released one (nothing is trained), or trained here
+    (or resumed, or just loaded if finished) on the training split's intensity volumes; no label
+    file is opened (dataset.unlabelled_volumes)."""
     ae = settings.template_matching.autoencoder
+    if models.uses_release(settings):
+        import torch
+
+        saved = torch.load(encoder_path(settings), map_location="cpu", weights_only=False)
+        return TrainResult(model=load_encoder(settings), history=list(saved["history"]), step=int(saved["step"]),
+                           stopped="released")
     volumes = dataset.unlabelled_volumes(settings, "train", progress=progress)
     return train_autoencoder(volumes, ae_config(settings), ae.steps, np.random.default_rng(settings.seed),
                              batch_size=ae.batch_size, lr=ae.lr, checkpoint_path=encoder_path(settings),
