@@ -35,19 +35,9 @@ import pandas as pd
 from rprloc_core.data.organs import canonical_organ
 from rprloc_core.errors import DataError, UnknownOrganError
 
-from ._convert import (
-    DEFAULT_FRACTIONS,
-    LoadedCase,
-    adapter_main,
-    add_common_cli_arguments,
-    checked_mask,
-    finish_cli,
-    masks_from_label_map,
-    read_image,
-    run_conversion,
-    split_items,
-    strip_image_suffix,
-)
+from ._convert import (DEFAULT_FRACTIONS, LoadedCase, adapter_main, add_common_cli_arguments, checked_mask,
+                       finish_cli, masks_from_label_map, read_image, run_conversion, split_items,
+                       strip_image_suffix)
 
 SOURCE_NAME = "generic"
 LABEL_MAP_NAMES = ("label_map.json", "label_map.csv")

@@ -39,18 +39,8 @@ import SimpleITK as sitk
 from rprloc_core.data.cases import check_same_grid
 from rprloc_core.errors import DataError
 
-from ._convert import (
-    DEFAULT_FRACTIONS,
-    LoadedCase,
-    adapter_main,
-    add_common_cli_arguments,
-    checked_mask,
-    finish_cli,
-    read_image,
-    run_conversion,
-    short_itk_message,
-    split_items,
-)
+from ._convert import (DEFAULT_FRACTIONS, LoadedCase, adapter_main, add_common_cli_arguments, checked_mask,
+                       finish_cli, read_image, run_conversion, short_itk_message, split_items)
 
 SOURCE_NAME = "nih_pancreas"
 PATIENT_PATTERN = re.compile(r"^PANCREAS_(\d+)$", re.IGNORECASE)

@@ -22,17 +22,8 @@ from pathlib import Path
 from rprloc_core.data.organs import canonical_organ
 from rprloc_core.errors import DataError, UnknownOrganError
 
-from ._convert import (
-    DEFAULT_FRACTIONS,
-    LoadedCase,
-    adapter_main,
-    add_common_cli_arguments,
-    checked_mask,
-    finish_cli,
-    read_image,
-    run_conversion,
-    split_items,
-)
+from ._convert import (DEFAULT_FRACTIONS, LoadedCase, adapter_main, add_common_cli_arguments, checked_mask,
+                       finish_cli, read_image, run_conversion, split_items)
 
 SOURCE_NAME = "pddca"
 

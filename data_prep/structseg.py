@@ -18,17 +18,8 @@ from pathlib import Path
 
 from rprloc_core.errors import DataError
 
-from ._convert import (
-    DEFAULT_FRACTIONS,
-    LoadedCase,
-    adapter_main,
-    add_common_cli_arguments,
-    finish_cli,
-    masks_from_label_map,
-    read_image,
-    run_conversion,
-    split_items,
-)
+from ._convert import (DEFAULT_FRACTIONS, LoadedCase, adapter_main, add_common_cli_arguments, finish_cli,
+                       masks_from_label_map, read_image, run_conversion, split_items)
 
 SOURCE_NAME = "structseg2019"
 

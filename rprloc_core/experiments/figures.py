@@ -24,17 +24,8 @@ from rprloc_core.experiments import models, rprloc_predictions, template_predict
 from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
-from rprloc_core.plotting import (
-    ORGAN_COLOURS,
-    VIEW_AXES,
-    VIEWS,
-    boxes_in_views,
-    draw_points,
-    organ_legend,
-    orthogonal_views,
-    patch_rectangle,
-    show_slice,
-)
+from rprloc_core.plotting import (ORGAN_COLOURS, VIEW_AXES, VIEWS, boxes_in_views, draw_points, organ_legend,
+                                  orthogonal_views, patch_rectangle, show_slice)
 from rprloc_core.rprloc.training import plot_history
 
 # ---------------------------------------------------------------------------------- notebook 01
