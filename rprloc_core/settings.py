@@ -146,7 +146,9 @@ class Settings:
     template_matching: TemplateMatchingSettings
     figures: FigureSettings = field(default_factory=FigureSettings)
     weights: WeightsSettings = field(default_factory=WeightsSettings)
-    overrides: tuple = ()                 # (dotted key, value) pairs applied on top of the file
+    # (dotted key, value) pairs applied on top of the file; a record only (their effect is in the
+    # fields above), so not part of equality or the hash (values may be lists)
+    overrides: tuple = field(default=(), compare=False)
 
     def to_dict(self) -> dict:
         """Plain nested dicts (for the manifest and JSON files)."""

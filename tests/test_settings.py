@@ -50,4 +50,6 @@ def test_unknown_profile():
 def test_k_values_are_the_grid_cut_at_k_max():
     assert load_settings("smoke").rprloc.inference.k_values == (1, 5)
     assert load_settings("demo").rprloc.inference.k_values == (1, 5, 10, 15, 20)
-    assert load_settings("demo", {"rprloc.inference.k_grid": [2, 40]}).rprloc.inference.k_values == (2,)
+    listed = load_settings("demo", {"rprloc.inference.k_grid": [2, 40]})
+    assert listed.rprloc.inference.k_values == (2,)
+    assert hash(listed) == hash(load_settings("demo", {"rprloc.inference.k_grid": (2, 40)}))   # usable as a cache key
