@@ -9,6 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rprloc_core.paths import PROJECT_ROOT
+
+
+def portable_paths(text: str) -> str:
+    """This machine's absolute paths made relative to the project: its root becomes '.', the folder
+    above it '..' (committed results must not carry a path of the machine that made them)."""
+    return text.replace(str(PROJECT_ROOT), ".").replace(str(PROJECT_ROOT.parent), "..")
+
 
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,7 +56,7 @@ def save_figure(fig, name: str, results: Path, dpi: int = 110) -> Path:
 
 
 def write_json(obj, path: Path) -> Path:
-    _atomic_write_text(Path(path), json.dumps(obj, indent=1, default=_json_default))
+    _atomic_write_text(Path(path), portable_paths(json.dumps(obj, indent=1, default=_json_default)))
     return Path(path)
 
 

@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 
 from rprloc_core.paths import PROJECT_ROOT, results_dir
-from rprloc_core.reporting import write_json
+from rprloc_core.reporting import portable_paths, write_json
 from rprloc_core.settings import SettingsError, load_settings, parse_assignments
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -134,6 +134,8 @@ def main(argv=None) -> int:
         given = {"profile": args.profile, "overrides": overrides,
                  **{k: v for k, v in parameters.items() if k in declared_here}}
         wall = execute(source, given, results / "executed", progress=not args.quiet)
+        executed = results / "executed" / f"{source.stem}.ipynb"
+        executed.write_text(portable_paths(executed.read_text(encoding="utf-8")), encoding="utf-8")
         manifest["notebooks"][source.stem] = {
             "wall_time_s": round(wall, 1), "parameters": given,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -94,3 +94,26 @@ def test_unknown_setting_or_parameter_fails_before_running(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="no notebook of this run has the parameter"):
         reproduce.main(["--profile", "smoke", "--only", "01", "--param", "parallel=False"])
     assert not list(tmp_path.rglob("*.ipynb"))
+
+
+@pytest.mark.notebooks
+def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
+    """The smoke run's trained models, published as a release, are what a release profile loads."""
+    from rprloc_core.experiments import models, weights
+    from rprloc_core.settings import load_settings
+
+    monkeypatch.setenv("RPRLOC_DATA_DIR", str(smoke_results.parent.parent / "data"))
+    release = tmp_path / "release"
+    trained = load_settings("smoke", {"weights.release": str(release)})
+    manifest = models.publish_release(trained)
+    assert set(manifest["models"]) == set(models.train_configs(trained)) | {models.AUTOENCODER}
+    with pytest.raises(Exception, match="already there"):
+        models.publish_release(trained)
+    released = load_settings("smoke", {"weights.source": "release", "weights.release": str(release)})
+    for name in models.train_configs(trained):
+        assert weights.sha256(models.model_file(released, name)) == weights.sha256(models.trained_file(trained, name))
+    assert models.models_hash(released) == models.models_hash(trained)     # the cached predictions carry over
+    summaries = {s["name"]: s for s in models.training_summaries(released)}
+    assert summaries["coarse"]["stopped"] == "released" and summaries["coarse"]["steps"] == trained.rprloc.coarse.steps
+    assert models.publish_release(trained, overwrite=True)["models"]["coarse"]["sha256"] == \
+        manifest["models"]["coarse"]["sha256"]

@@ -23,8 +23,8 @@ SETTINGS = load_settings("demo")
 RELEASE = models.release_dir(SETTINGS)
 # Mean IoU (%) of Mc + Mf, K = 15, support = the first validation patient with all four organs,
 # queries = the next three validation patients (the first four of the split), all four organs.
-# The released demo models reach 29.6 % here; untrained models of the same architecture reach
-# about 1 %. Raise it with the weights.
+# The released demo models reach 30.1 % here, untrained models of the same architecture 1.9 %.
+# Raise the floor with the weights (the paper-level target is 55 % on the test queries).
 IOU_FLOOR_PCT = 20.0
 
 
@@ -105,4 +105,6 @@ def test_the_floor_fails_untrained_models(validation_cases):
     released = models.load_models(SETTINGS, ["coarse", "fine"])
     torch.manual_seed(0)
     untrained = {name: PNet(**model.config).eval() for name, model in released.items()}
-    assert mean_iou(untrained["coarse"], untrained["fine"], validation_cases) < IOU_FLOOR_PCT
+    iou = mean_iou(untrained["coarse"], untrained["fine"], validation_cases)
+    print(json.dumps({"untrained_mean_iou_pct": iou}))
+    assert iou < IOU_FLOOR_PCT

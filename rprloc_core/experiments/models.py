@@ -127,7 +127,8 @@ def training_summaries(settings, parallel: bool = True, progress: bool = True) -
 def history(settings, name: str) -> pd.DataFrame:
     """A Pnet's validation history (one row per validation), from the release or the training folder."""
     if uses_release(settings):
-        return history_frame(weights.read_manifest(release_dir(settings))["models"][name]["history"])
+        return history_frame(pd.DataFrame(weights.read_manifest(release_dir(settings))["models"][name]["history"])
+                             .to_dict(orient="records"))
     return load_history(models_dir(settings) / name)
 
 
@@ -151,7 +152,8 @@ def publish_release(settings, overwrite: bool = False) -> dict:
         entries[name] = {"source": path, "kind": "pnet", "architecture": payload["config"],
                          "training": {k: v for k, v in config.to_dict().items() if k != "init_from"}
                          | {"init_from": Path(config.init_from).parent.name if config.init_from else None},
-                         "summary": summary, "history": rows.to_dict(orient="list")}
+                         "summary": summary,
+                         "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
     checkpoint = trained_file(settings, AUTOENCODER)
     if checkpoint.is_file():
         import torch

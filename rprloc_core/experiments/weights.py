@@ -2,7 +2,7 @@
 
     weights/<release>/
         manifest.json     # per model: file, sha256, bytes, architecture, training config, steps,
-                          # best step, validation history; the data split, torch version, git commit
+                          # best step, validation history; the data split, torch version, publishing commit
         MODEL_CARD.md     # data and licence, organs, intended use, measured accuracy
         <name>.pt         # coarse, fine, the r-sweep models, the patch auto-encoder
 
@@ -98,7 +98,7 @@ def write_release(folder, models: dict, about: dict, overwrite: bool = False) ->
         shutil.copyfile(source, target)
         entries[name] = {"file": target.name, "sha256": sha256(target), "bytes": target.stat().st_size, **entry}
     manifest = {"format": MANIFEST_FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "git_commit": _git_commit(), "torch": _torch_version(), **about, "models": entries}
+                "published_from_commit": _git_commit(), "torch": _torch_version(), **about, "models": entries}
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     if folder.exists():
         for item in folder.iterdir():          # keep hand-written files (the model card)
