@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rprloc_core.geometry.volume import Volume  # noqa: E402
 from rprloc_core.paths import results_dir  # noqa: E402
+from rprloc_core.reporting import portable_paths  # noqa: E402
 from rprloc_core.rprloc.inference import localize, localize_naive  # noqa: E402
 from rprloc_core.rprloc.pnet import PNet, load_pnet  # noqa: E402
 from rprloc_core.rprloc.training import TrainConfig, train_pnet  # noqa: E402
@@ -128,21 +129,25 @@ def main(argv=None) -> dict:
     device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     t_setup = time.perf_counter()
-    from rprloc_core.experiments.models import models_dir
+    from rprloc_core.errors import DataError
+    from rprloc_core.experiments.models import model_file
     from rprloc_core.settings import load_settings
 
     settings = load_settings(args.profile)
-    trained = models_dir(settings) / "coarse" / "best.pt"
+    try:   # the profile's models: released (sha256 checked) or trained in the data folder
+        trained = {role: model_file(settings, role) for role in ("coarse", "fine")}
+    except DataError:
+        trained = {}
     real = None
     query, support = phantom(args.seed + 1), phantom(args.seed + 2)
-    if not (args.coarse or args.fine) and trained.is_file() and (models_dir(settings) / "fine" / "best.pt").is_file():
+    if not (args.coarse or args.fine) and all(f.is_file() for f in trained.values()) and trained:
         # the profile's trained models on its real data: first support and first query of notebook 03
         from rprloc_core.data import dataset
         from rprloc_core.data.organs import HAN_ORGANS
         from rprloc_core.evaluation import protocol
         from rprloc_core.rprloc.inference import stack_organ_landmarks
 
-        args.coarse, args.fine = trained, models_dir(settings) / "fine" / "best.pt"
+        args.coarse, args.fine = trained["coarse"], trained["fine"]
         support_id = protocol.choose_supports(settings, HAN_ORGANS, n=1, seed=settings.seed)[0]
         table = dataset.case_table(settings).set_index("case_id")
         query_id = next(q for q in protocol.query_cases(settings, HAN_ORGANS)
@@ -216,7 +221,7 @@ def main(argv=None) -> dict:
     }
     out = args.out or results_dir(args.profile) / "benchmarks" / "rprloc_inference.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+    out.write_text(portable_paths(json.dumps(report, indent=2)), encoding="utf-8")
     print(f"wrote {out}")
     return report
 

@@ -35,6 +35,7 @@ from rprloc_core.baselines import template_matching as tm  # noqa: E402
 from rprloc_core.baselines import windows  # noqa: E402
 from rprloc_core.geometry.landmarks import extreme_points  # noqa: E402
 from rprloc_core.geometry.volume import Volume  # noqa: E402
+from rprloc_core.reporting import portable_paths  # noqa: E402
 
 
 def synthetic_volume(shape, spacing, rng: np.random.Generator) -> Volume:
@@ -191,7 +192,7 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
+    tmp.write_text(portable_paths(json.dumps(report, indent=1, default=float)), encoding="utf-8")
     os.replace(tmp, out)
     print(f"wrote {out}")
 

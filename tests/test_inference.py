@@ -8,8 +8,13 @@ import torch
 from torch import nn
 
 from rprloc_core.geometry.volume import Volume
-from rprloc_core.rprloc.inference import (drop_missing_landmarks, grid_for_model, localize, localize_naive,
-                                          stack_organ_landmarks)
+from rprloc_core.rprloc.inference import (
+    drop_missing_landmarks,
+    grid_for_model,
+    localize,
+    localize_naive,
+    stack_organ_landmarks,
+)
 from rprloc_core.rprloc.pnet import PNet
 
 torch.set_num_threads(1)

@@ -3,8 +3,16 @@
 import pytest
 import torch
 
-from rprloc_core.rprloc.pnet import (CheckpointError, PNet, checkpoint_payload, layer_table, load_pnet,
-                                     predict_offset_mm, read_checkpoint, save_checkpoint)
+from rprloc_core.rprloc.pnet import (
+    CheckpointError,
+    PNet,
+    checkpoint_payload,
+    layer_table,
+    load_pnet,
+    predict_offset_mm,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 torch.set_num_threads(1)
 

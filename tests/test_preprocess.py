@@ -4,8 +4,16 @@ import SimpleITK as sitk
 
 from rprloc_core.data import cases
 from rprloc_core.data.phantom import make_phantom_case
-from rprloc_core.data.preprocess import (PreprocessParams, air_crop_box, cache_path, crop, intensity_map,
-                                         load_preprocessed, preprocess_case, resample)
+from rprloc_core.data.preprocess import (
+    PreprocessParams,
+    air_crop_box,
+    cache_path,
+    crop,
+    intensity_map,
+    load_preprocessed,
+    preprocess_case,
+    resample,
+)
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.space import index_to_lps
 

@@ -6,12 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from rprloc_core.geometry.patches import (PatchCutter, cut_patch_naive, cut_patches, draw_nonair_voxels,
-                                          require_volume_fits_patch)
+from rprloc_core.geometry.patches import (
+    PatchCutter,
+    cut_patch_naive,
+    cut_patches,
+    draw_nonair_voxels,
+    require_volume_fits_patch,
+)
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc import sampling
-from rprloc_core.rprloc.sampling import (draw_fine_centres, draw_training_groups, fixed_validation_pairs,
-                                         off_diagonal, pair_offsets_mm)
+from rprloc_core.rprloc.sampling import (
+    draw_fine_centres,
+    draw_training_groups,
+    fixed_validation_pairs,
+    off_diagonal,
+    pair_offsets_mm,
+)
 
 
 def phantom(shape=(20, 30, 34), seed=0):

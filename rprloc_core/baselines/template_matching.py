@@ -32,8 +32,14 @@ import numpy as np
 import torch
 
 from rprloc_core.baselines.feature_matching import dense_latents, encode_windows, feature_score_maps, latent_scores
-from rprloc_core.baselines.windows import (FEATURE_METHODS, GRAY_METHODS, METHODS, check_window_fits,
-                                           default_device, pad_for_windows)
+from rprloc_core.baselines.windows import (
+    FEATURE_METHODS,
+    GRAY_METHODS,
+    METHODS,
+    check_window_fits,
+    default_device,
+    pad_for_windows,
+)
 from rprloc_core.geometry.patches import as_patch_size, cut_patches
 from rprloc_core.geometry.volume import Volume
 

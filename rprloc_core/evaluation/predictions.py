@@ -80,10 +80,12 @@ class PredictionCache:
 
     def read(self, support: str, query: str) -> PairPredictions:
         path = self.path(support, query)
-        if not self.has(support, query):
-            state = "is stale (computed with other settings or models)" if path.is_file() else "does not exist"
-            raise FileNotFoundError(f"{path}: cached prediction {state}; compute it first (predict_all)")
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: cached prediction does not exist; compute it first (predict_all)")
         with np.load(path) as run:
+            if "key" not in run.files or str(run["key"]) != self.key:
+                raise FileNotFoundError(f"{path}: cached prediction is stale (computed with other settings or "
+                                        "models); compute it again (predict_all)")
             arrays = {name: run[name] for name in run.files if name not in ("key", "organ_of_point")}
             organs = tuple(run["organ_of_point"].tolist())
         return PairPredictions(support, query, organs, arrays)

@@ -24,8 +24,17 @@ from rprloc_core.experiments import models, rprloc_predictions, template_predict
 from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
-from rprloc_core.plotting import (ORGAN_COLOURS, VIEW_AXES, VIEWS, boxes_in_views, draw_points, organ_legend,
-                                  orthogonal_views, patch_rectangle, show_slice)
+from rprloc_core.plotting import (
+    ORGAN_COLOURS,
+    VIEW_AXES,
+    VIEWS,
+    boxes_in_views,
+    draw_points,
+    organ_legend,
+    orthogonal_views,
+    patch_rectangle,
+    show_slice,
+)
 from rprloc_core.rprloc.training import plot_history
 
 # ---------------------------------------------------------------------------------- notebook 01
@@ -128,6 +137,10 @@ def table2_chart(table2):
     return fig
 
 
+POINT_WORDS = {"z_min": "inferior", "z_max": "superior", "y_min": "anterior", "y_max": "posterior",
+               "x_min": "right", "x_max": "left"}
+
+
 def method_on_real_ct(settings, protocol, organ: str = "Brainstem", point: str = "z_max"):
     """RPR-Loc on real slices, one landmark: the first support and query of the protocol, from the
     cached predictions (start, coarse step, fine step of the first K runs)."""
@@ -145,7 +158,7 @@ def method_on_real_ct(settings, protocol, organ: str = "Brainstem", point: str =
     fine_mm = np.asarray(configs["fine"].patch_size) * base * configs["fine"].downsample
     return method_panel(support, query, extreme_points(support.labels[organ])[which], stages,
                         extreme_points(query.labels[organ])[which], coarse_mm, fine_mm,
-                        landmark_name=f"{organ}, {point.replace('_', ' ')} extreme point")
+                        landmark_name=f"{organ}, {POINT_WORDS[point]} extreme point")
 
 
 def self_localisation_errors(axis_table, per_run):

@@ -22,6 +22,7 @@ from rprloc_core.data import dataset
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
+from rprloc_core.rprloc.pnet import atomic_torch_save as torch_save
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 from rprloc_core.rprloc.training import history_frame, load_history, train_pnet
 
@@ -149,9 +150,15 @@ def publish_release(settings, overwrite: bool = False) -> dict:
                    "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
                    "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
                    "stopped": "released", "resumed": False}
+        init_from = Path(config.init_from).parent.name if config.init_from else None
+        if init_from:   # the checkpoint records where its start came from: a name, not this machine's path
+            extra = dict(payload.get("extra") or {})
+            extra["train_config"] = {**extra.get("train_config", {}), "init_from": init_from}
+            path = Path(tempfile.mkdtemp()) / "best.pt"
+            torch_save({**payload, "extra": extra}, path)
         entries[name] = {"source": path, "kind": "pnet", "architecture": payload["config"],
                          "training": {k: v for k, v in config.to_dict().items() if k != "init_from"}
-                         | {"init_from": Path(config.init_from).parent.name if config.init_from else None},
+                         | {"init_from": init_from},
                          "summary": summary,
                          "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
     checkpoint = trained_file(settings, AUTOENCODER)

@@ -25,8 +25,14 @@ from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS, ORGANS
 from rprloc_core.evaluation.scoring import evaluate, summarize
 from rprloc_core.experiments import models, rprloc_predictions, template_predictions
-from rprloc_core.experiments.paper import (RPRLOC_LABEL, STAGE_LABELS, SUPERVISED_LABEL, TEMPLATE_LABELS,
-                                           paper_table, with_paper_columns)
+from rprloc_core.experiments.paper import (
+    RPRLOC_LABEL,
+    STAGE_LABELS,
+    SUPERVISED_LABEL,
+    TEMPLATE_LABELS,
+    paper_table,
+    with_paper_columns,
+)
 from rprloc_core.reporting import write_table
 from rprloc_core.rprloc.pnet import PNet, layer_table
 

@@ -24,8 +24,14 @@ import numpy as np
 import pandas as pd
 
 from rprloc_core.baselines.feature_matching import AEConfig, TrainResult, load_autoencoder, train_autoencoder
-from rprloc_core.baselines.template_matching import (FEATURE_METHODS, GRAY_METHODS, METHODS, cut_templates, match,
-                                                     match_all)
+from rprloc_core.baselines.template_matching import (
+    FEATURE_METHODS,
+    GRAY_METHODS,
+    METHODS,
+    cut_templates,
+    match,
+    match_all,
+)
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.evaluation.jobs import run_jobs, torch_threads

@@ -44,8 +44,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rprloc_core.geometry.patches import (PatchCutter, as_patch_size, clamp_to_volume, cut_patch_naive,
-                                          draw_nonair_voxels, require_volume_fits_patch, round_to_voxel)
+from rprloc_core.geometry.patches import (
+    PatchCutter,
+    as_patch_size,
+    clamp_to_volume,
+    cut_patch_naive,
+    draw_nonair_voxels,
+    require_volume_fits_patch,
+    round_to_voxel,
+)
 from rprloc_core.geometry.volume import Volume
 
 ENSEMBLES = ("mean_position", "mean_embedding")

@@ -26,10 +26,22 @@ from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import cut_patches, require_volume_fits_patch
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
-from rprloc_core.rprloc.pnet import (TRAINING_STATE_FORMAT, PNet, atomic_torch_save, checkpoint_payload,
-                                     predict_offset_mm, read_checkpoint, save_checkpoint)
-from rprloc_core.rprloc.sampling import (PatchGroups, draw_training_groups, fixed_validation_pairs, off_diagonal,
-                                         pair_offsets_mm)
+from rprloc_core.rprloc.pnet import (
+    TRAINING_STATE_FORMAT,
+    PNet,
+    atomic_torch_save,
+    checkpoint_payload,
+    predict_offset_mm,
+    read_checkpoint,
+    save_checkpoint,
+)
+from rprloc_core.rprloc.sampling import (
+    PatchGroups,
+    draw_training_groups,
+    fixed_validation_pairs,
+    off_diagonal,
+    pair_offsets_mm,
+)
 
 
 def resolve_device(device=None) -> torch.device:
