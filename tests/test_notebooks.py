@@ -100,6 +100,7 @@ def test_unknown_setting_or_parameter_fails_before_running(tmp_path, monkeypatch
 def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
     """The smoke run's trained models, published as a release, are what a release profile loads."""
     from rprloc_core.experiments import models, weights
+    from rprloc_core.rprloc.pnet import read_checkpoint
     from rprloc_core.settings import load_settings
 
     monkeypatch.setenv("RPRLOC_DATA_DIR", str(smoke_results.parent.parent / "data"))
@@ -110,8 +111,15 @@ def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
     with pytest.raises(Exception, match="already there"):
         models.publish_release(trained)
     released = load_settings("smoke", {"weights.source": "release", "weights.release": str(release)})
-    for name in models.train_configs(trained):
+    for name in models.MAIN_MODELS:     # copied as they are
         assert weights.sha256(models.model_file(released, name)) == weights.sha256(models.trained_file(trained, name))
+    for name in models.train_configs(trained):   # sweep models: same weights, start recorded by name only
+        import torch
+
+        ours, theirs = (models.load_models(s, [name])[name].state_dict() for s in (released, trained))
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+        init_from = read_checkpoint(models.model_file(released, name))["extra"]["train_config"]["init_from"]
+        assert init_from in (None, "coarse", "fine")
     assert models.models_hash(released) == models.models_hash(trained)     # the cached predictions carry over
     summaries = {s["name"]: s for s in models.training_summaries(released)}
     assert summaries["coarse"]["stopped"] == "released" and summaries["coarse"]["steps"] == trained.rprloc.coarse.steps
