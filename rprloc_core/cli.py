@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from rprloc_core.data.images import nifti_nonfinite_count, read_any_image, strip_image_suffix
+from rprloc_core.data.images import read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
 
 DEFAULT_MODELS = "weights/openkbp-han-demo"      # relative to the project root
@@ -82,11 +82,9 @@ def write_atomically(path: Path, write) -> None:
 
 def read_ct(path, what: str) -> sitk.Image:
     """A CT image whose every voxel is a number (NaN or infinite voxels are an error)."""
-    image = read_any_image(path)
+    image = read_any_image(path)               # NaN in a NIfTI file is refused there (ITK reads it as 0)
     values = sitk.GetArrayViewFromImage(image)
-    bad = nifti_nonfinite_count(path)          # ITK reads a NIfTI NaN as 0
-    if np.issubdtype(values.dtype, np.floating):
-        bad = max(bad, int(np.count_nonzero(~np.isfinite(values))))
+    bad = int(np.count_nonzero(~np.isfinite(values))) if np.issubdtype(values.dtype, np.floating) else 0
     if bad:
         raise DataError(path, f"the {what} image has {bad} NaN or infinite voxel(s) of {values.size}")
     if values.size and values.min() == values.max():

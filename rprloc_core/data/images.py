@@ -50,30 +50,49 @@ def read_image(path, what: str = "image") -> sitk.Image:
 
 
 def check_nifti_complete(path, what: str = "image") -> None:
-    """DataError if a .nii/.nii.gz file is truncated or its gzip stream is corrupt.
+    """DataError if a .nii/.nii.gz file is truncated, its gzip stream is corrupt, or it stores NaN or
+    infinite voxels.
 
     Needed because ITK's NIfTI reader silently returns a volume padded with garbage when the file
-    was cut short (an interrupted copy or download), where the NRRD and MetaImage readers fail.
-    Reads a .nii.gz through once in 1 MiB chunks (about a second for a large CT).
+    was cut short (an interrupted copy or download), where the NRRD and MetaImage readers fail, and
+    silently turns NaN into 0, so a NaN block would read as water. Reads the file through once
+    (about a second for a large compressed CT).
     """
     path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as stream:
-                header = stream.read(352)
-                length = len(header)
-                while chunk := stream.read(1 << 20):
-                    length += len(chunk)
-        else:
-            length = path.stat().st_size
-            with open(path, "rb") as stream:
-                header = stream.read(352)
+        with opener(path, "rb") as stream:
+            data = stream.read()
     except (OSError, EOFError, zlib.error) as error:
         raise DataError(path, f"{what} file is truncated or not valid gzip ({error})") from None
-    expected = _nifti1_expected_length(header)
-    if expected is not None and length < expected:
-        raise DataError(path, f"{what} file is truncated: {length} bytes of voxel data and header, "
+    expected = _nifti1_expected_length(data[:352])
+    if expected is not None and len(data) < expected:
+        raise DataError(path, f"{what} file is truncated: {len(data)} bytes of voxel data and header, "
                               f"the header promises {expected}")
+    bad, total = _nifti1_nonfinite(data)
+    if bad:
+        raise DataError(path, f"the {what} has {bad} NaN or infinite voxel(s) of {total}")
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}     # NIfTI-1 datatype codes of float32 and float64
+
+
+def _nifti1_nonfinite(data: bytes) -> tuple[int, int]:
+    """(NaN or infinite voxels, all voxels) of a float NIfTI-1 file's bytes; (0, 0) otherwise."""
+    header = data[:348]
+    if len(header) < 348:
+        return 0, 0
+    for endian in "<>":
+        if struct.unpack(endian + "i", header[:4])[0] == 348:
+            break
+    else:
+        return 0, 0
+    datatype = struct.unpack(endian + "h", header[70:72])[0]
+    if datatype not in _NIFTI_FLOAT_TYPES:
+        return 0, 0
+    offset = int(struct.unpack(endian + "f", header[108:112])[0])
+    values = np.frombuffer(data, dtype=endian + _NIFTI_FLOAT_TYPES[datatype], offset=offset)
+    return int(np.count_nonzero(~np.isfinite(values))), values.size
 
 
 def _nifti1_expected_length(header: bytes) -> int | None:
@@ -101,36 +120,6 @@ def strip_image_suffix(name: str) -> str | None:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return None
-
-
-_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}     # NIfTI-1 datatype codes of float32 and float64
-
-
-def nifti_nonfinite_count(path) -> int:
-    """NaN or infinite voxels stored in a float NIfTI-1 file (0 for other files and types).
-
-    Needed because ITK's NIfTI reader turns NaN into 0 without a word, so a NaN block (or an all-NaN
-    image) would read as plausible water-valued tissue."""
-    path = Path(path)
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return 0
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        data = stream.read()
-    header = data[:348]
-    if len(header) < 348:
-        return 0
-    for endian in "<>":
-        if struct.unpack(endian + "i", header[:4])[0] == 348:
-            break
-    else:
-        return 0
-    datatype = struct.unpack(endian + "h", header[70:72])[0]
-    if datatype not in _NIFTI_FLOAT_TYPES:
-        return 0
-    offset = int(struct.unpack(endian + "f", header[108:112])[0])
-    values = np.frombuffer(data, dtype=endian + _NIFTI_FLOAT_TYPES[datatype], offset=offset)
-    return int(np.count_nonzero(~np.isfinite(values)))
 
 
 def read_any_image(path) -> sitk.Image:
