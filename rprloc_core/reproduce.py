@@ -113,7 +113,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {error}") from error
     sources = notebook_sources(args.only)
     parameters = parse_assignments(args.parameters)
-    declared = set().union(*(notebook_parameters(s) for s in sources))
+    declared_by = {s: notebook_parameters(s) for s in sources}
+    declared = set().union(*declared_by.values())
     unknown = sorted(set(parameters) - declared)
     if unknown:
         raise SystemExit(f"error: no notebook of this run has the parameter(s) {', '.join(unknown)}; "
@@ -130,9 +131,8 @@ def main(argv=None) -> int:
     manifest.pop("profile_settings", None)   # the untyped copy older runs wrote
     for source in sources:
         print(f"== {source.name} (profile {args.profile})", flush=True)
-        declared_here = notebook_parameters(source)
         given = {"profile": args.profile, "overrides": overrides,
-                 **{k: v for k, v in parameters.items() if k in declared_here}}
+                 **{k: v for k, v in parameters.items() if k in declared_by[source]}}
         wall = execute(source, given, results / "executed", progress=not args.quiet)
         executed = results / "executed" / f"{source.stem}.ipynb"
         executed.write_text(portable_paths(executed.read_text(encoding="utf-8")), encoding="utf-8")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from dataclasses import asdict, replace
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -24,7 +23,7 @@ from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
 from rprloc_core.rprloc.pnet import atomic_torch_save as torch_save
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
-from rprloc_core.rprloc.training import history_frame, load_history, train_pnet
+from rprloc_core.rprloc.training import load_history, train_pnet
 
 MAIN_MODELS = ("coarse", "fine")
 AUTOENCODER = "autoencoder"
@@ -128,8 +127,7 @@ def training_summaries(settings, parallel: bool = True, progress: bool = True) -
 def history(settings, name: str) -> pd.DataFrame:
     """A Pnet's validation history (one row per validation), from the release or the training folder."""
     if uses_release(settings):
-        return history_frame(pd.DataFrame(weights.read_manifest(release_dir(settings))["models"][name]["history"])
-                             .to_dict(orient="records"))
+        return pd.DataFrame(weights.read_manifest(release_dir(settings))["models"][name]["history"])
     return load_history(models_dir(settings) / name)
 
 
@@ -170,7 +168,7 @@ def publish_release(settings, overwrite: bool = False) -> dict:
         save_checkpoint(stripped, load_autoencoder(checkpoint), None, saved["step"], saved["history"], None)
         ae = settings.template_matching.autoencoder
         entries[AUTOENCODER] = {"source": stripped, "kind": "autoencoder", "architecture": saved["config"],
-                                "training": {k: v for k, v in asdict(ae).items()}, "steps": int(saved["step"])}
+                                "training": asdict(ae), "steps": int(saved["step"])}
     table = dataset.case_table(settings)
     split = {s: table[table.split == s].case_id.tolist() for s in ("train", "validation")}
     about = {"profile": settings.name, "dataset": settings.data.dataset,
@@ -183,17 +181,8 @@ def publish_release(settings, overwrite: bool = False) -> dict:
 def models_hash(settings, names=MAIN_MODELS) -> str:
     """A short hash of the main checkpoints' bytes: part of every cached prediction's key, so
     retrained models never reuse old predictions."""
-    files = [trained_file(settings, name) if not uses_release(settings) else model_file(settings, name)
-             for name in names]
+    files = [model_file(settings, name) for name in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"trained models missing ({', '.join(missing)}): run notebook 02 first")
-    return _file_hash(tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
-
-
-@lru_cache(maxsize=16)
-def _file_hash(files) -> str:
-    digest = hashlib.sha1()
-    for path, _, _ in files:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()[:10]
+    return hashlib.sha256("".join(weights.file_sha256(f) for f in files).encode()).hexdigest()[:10]

@@ -68,11 +68,8 @@ def train_encoder(settings, progress: bool = True):
     file is opened (dataset.unlabelled_volumes)."""
     ae = settings.template_matching.autoencoder
     if models.uses_release(settings):
-        import torch
-
-        saved = torch.load(encoder_path(settings), map_location="cpu", weights_only=False)
-        return TrainResult(model=load_encoder(settings), history=list(saved["history"]), step=int(saved["step"]),
-                           stopped="released")
+        step, history = _encoder_record(settings)
+        return TrainResult(model=load_encoder(settings), history=list(history), step=step, stopped="released")
     volumes = dataset.unlabelled_volumes(settings, "train", progress=progress)
     return train_autoencoder(volumes, ae_config(settings), ae.steps, np.random.default_rng(settings.seed),
                              batch_size=ae.batch_size, lr=ae.lr, checkpoint_path=encoder_path(settings),
@@ -81,9 +78,21 @@ def train_encoder(settings, progress: bool = True):
 
 def encoder_step(settings) -> int:
     """Training steps of the saved auto-encoder (part of the prediction cache's key)."""
+    return _encoder_record(settings)[0]
+
+
+def _encoder_record(settings) -> tuple[int, tuple]:
+    path = encoder_path(settings)
+    return _read_record(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _read_record(path: str, checkpoint_mtime_ns: int) -> tuple[int, tuple]:
+    """(training step, loss history) of an auto-encoder checkpoint, read once while it is unchanged."""
     import torch
 
-    return int(torch.load(encoder_path(settings), map_location="cpu", weights_only=False)["step"])
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return int(saved["step"]), tuple(saved["history"])
 
 
 @lru_cache(maxsize=2)

@@ -14,6 +14,7 @@ only over an existing release with `--overwrite`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -48,7 +49,7 @@ def read_manifest(folder) -> dict:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise DataError(path, "no weights manifest: not a release folder")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = copy.deepcopy(_manifest(str(path), path.stat().st_mtime_ns))
     if manifest.get("format") != MANIFEST_FORMAT:
         raise DataError(path, f"unknown manifest format {manifest.get('format')!r} (expected {MANIFEST_FORMAT})")
     return manifest
@@ -67,14 +68,26 @@ def released_file(folder, name: str) -> Path:
     path = folder / entry["file"]
     if not path.is_file():
         raise DataError(path, f"released model {name!r} is missing")
-    if _checked_sha256(str(path), path.stat().st_mtime_ns, path.stat().st_size) != entry["sha256"]:
+    if file_sha256(path) != entry["sha256"]:
         raise DataError(path, f"sha256 does not match the manifest: the file of {name!r} was changed or damaged")
     return path
 
 
+def file_sha256(path) -> str:
+    """sha256 of a file, computed once per process while the file is unchanged."""
+    path = Path(path)
+    return _sha256_of(str(path), path.stat().st_mtime_ns, path.stat().st_size)
+
+
 @lru_cache(maxsize=64)
-def _checked_sha256(path: str, mtime_ns: int, size: int) -> str:
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
     return sha256(path)
+
+
+@lru_cache(maxsize=8)
+def _manifest(path: str, mtime_ns: int) -> dict:
+    """The parsed manifest, read once per process while the file is unchanged (callers get a copy)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def write_release(folder, models: dict, about: dict, overwrite: bool = False) -> dict:
