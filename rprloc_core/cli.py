@@ -28,6 +28,7 @@ import SimpleITK as sitk
 
 from rprloc_core.data.images import read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
+from rprloc_core.rprloc.config import ENSEMBLES, STARTS
 
 DEFAULT_MODELS = "weights/openkbp-han-demo"      # relative to the project root
 MAX_K = 500          # runs per landmark; the paper uses 15, and the mean settles long before 500
@@ -211,9 +212,11 @@ def localize_command(args) -> int:
     points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, organs, "extreme"))
     schedule = ("coarse", "fine") if fine is not None else ("coarse", "coarse")
     result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
-                      rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point)
+                      rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point,
+                      ensemble=args.ensemble, starts=args.starts)
     to_lps = query.to_sitk(query.hu)
     report = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
+              "ensemble": args.ensemble, "starts": args.starts,
               "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
               "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the query image as read "
                                   "(voxel centres are whole numbers; the box spans the predicted extreme points)",
@@ -323,6 +326,11 @@ def main(argv=None) -> int:
     q.add_argument("--k", type=positive_int(MAX_K), default=15, help=f"runs per landmark, 1 to {MAX_K} (default 15)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--coarse-only", action="store_true", help="two coarse steps, no fine model")
+    q.add_argument("--ensemble", choices=ENSEMBLES, default="mean_embedding",
+                   help="how the K runs are combined (default mean_embedding: chosen on validation patients, "
+                        "notebook 03; mean_position is the paper's text)")
+    q.add_argument("--starts", choices=STARTS, default="shared",
+                   help="K starts shared by every landmark (default; one query patch per start) or independent")
     args = parser.parse_args(argv)
     try:
         return train_command(args) if args.command == "train" else localize_command(args)

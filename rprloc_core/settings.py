@@ -19,7 +19,7 @@ from pathlib import Path
 import tomllib
 
 from rprloc_core.errors import RprlocError
-from rprloc_core.rprloc.config import ENSEMBLES, TrainConfig
+from rprloc_core.rprloc.config import ENSEMBLES, STARTS, TrainConfig
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DATASETS = ("openkbp", "phantom", "cases")
@@ -72,7 +72,8 @@ class InferenceSettings:
     k_grid: tuple = (1, 5, 10, 15, 20)    # Table 1's K values (only those <= k_max are used)
     n_supports: int = 3                   # support images drawn from the validation split
     n_queries: int | None = None          # None: every test patient
-    ensemble: str = "mean_position"       # how RPR-Loc's main rows combine the K runs
+    ensemble: str = "mean_position"       # how the default schedule combines the K runs
+    starts: str = "independent"           # the default schedule's starts: per landmark, or shared by all
     r_sweep_queries: int | None = None    # queries of the r table (None: all)
 
     def __post_init__(self):
@@ -80,6 +81,8 @@ class InferenceSettings:
             raise SettingsError(f"rprloc.inference: need 1 <= k <= k_max, got k={self.k}, k_max={self.k_max}")
         if self.ensemble not in ENSEMBLES:
             raise SettingsError(f"rprloc.inference.ensemble must be one of {ENSEMBLES}, not {self.ensemble!r}")
+        if self.starts not in STARTS:
+            raise SettingsError(f"rprloc.inference.starts must be one of {STARTS}, not {self.starts!r}")
         if self.n_supports < 1:
             raise SettingsError(f"rprloc.inference.n_supports must be >= 1, got {self.n_supports}")
 

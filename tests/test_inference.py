@@ -10,6 +10,7 @@ from torch import nn
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.inference import (
     drop_missing_landmarks,
+    encode_supports,
     grid_for_model,
     localize,
     localize_naive,
@@ -38,9 +39,11 @@ class PositionOracle(nn.Module):
         super().__init__()
         self.patch_size, self.spacing_mm, self.r_mm = tuple(patch_size), spacing_mm, r_mm
         self.calls = 0
+        self.patches = 0
 
     def forward(self, patches):
         self.calls += 1
+        self.patches += len(patches)
         pz, py, px = self.patch_size
         w = patches[:, 0, pz // 2, py // 2, px // 2].double() - 1
         z = torch.floor(2 * w / 4096) / 2
@@ -125,12 +128,46 @@ def test_one_batched_call_per_step_and_chunking():
     vol = encoded_volume()
     pts = support_points(vol)
     oracle = PositionOracle((4, 6, 6))
-    localize(vol, (vol, pts), oracle, schedule=("coarse", "coarse"), rng=np.random.default_rng(0), k=5)
-    assert oracle.calls == 1 + 2                                         # support + one per step
+    localize(vol, (vol, pts), oracle, schedule=("coarse", "coarse"), rng=np.random.default_rng(0), k=5,
+             batch_size=64)
+    # support, 30 starts, then the 6 landmarks (every run reached its landmark: each patch embedded once)
+    assert oracle.calls == 1 + 2 and oracle.patches == 6 + 30 + 6
     oracle.calls = 0
     res = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), k=5, batch_size=7)
     assert oracle.calls == 1 + 5                                         # 30 patches in chunks of 7
     assert np.abs(res.points_mm - pts).max() < 1e-3
+
+
+def test_shared_starts_and_average_step_embed_each_patch_once():
+    vol = encoded_volume()
+    pts = support_points(vol)
+    oracle = PositionOracle((4, 6, 6))
+    res = localize(vol, (vol, pts), oracle, schedule=("coarse", "average", "coarse"), starts="shared",
+                   rng=np.random.default_rng(0), k=5)
+    start = res.trajectories_mm[0]
+    assert np.array_equal(start, np.broadcast_to(start[:, :1], start.shape))   # same K starts for every landmark
+    assert len(np.unique(start.reshape(-1, 3), axis=0)) <= 5
+    assert oracle.patches <= 6 + 5 + 6                                   # support, K starts, P averaged runs
+    assert np.allclose(res.trajectories_mm[2], res.trajectories_mm[1].mean(axis=0))
+    assert np.abs(res.points_mm - pts).max() < 1e-3
+    with pytest.raises(ValueError, match="starts must be one of"):
+        localize(vol, (vol, pts), oracle, starts="grid", rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="no network step"):
+        localize(vol, (vol, pts), oracle, schedule=("average",), rng=np.random.default_rng(0))
+
+
+def test_support_embeddings_computed_once_give_the_same_result():
+    vol = encoded_volume()
+    pts = support_points(vol)
+    oracle = PositionOracle((4, 6, 6))
+    embeddings = encode_supports((vol, pts), {"coarse": oracle})
+    oracle.patches = 0
+    reused = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(3), k=4, support_embeddings=embeddings)
+    assert oracle.patches == 4 * 6                                       # no support patch embedded again
+    again = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(3), k=4)
+    assert np.array_equal(reused.trajectories_mm, again.trajectories_mm)
+    with pytest.raises(ValueError, match=r"support_embeddings must hold a \(6, 3\) array"):
+        localize(vol, (vol, pts), oracle, rng=np.random.default_rng(3), support_embeddings={"coarse": np.zeros((2, 3))})
 
 
 def test_few_shot_averages_support_embeddings():
@@ -141,8 +178,12 @@ def test_few_shot_averages_support_embeddings():
     assert np.abs(res.points_mm - (pts_a + pts_b) / 2).max() < 1e-3
 
 
-@pytest.mark.parametrize("ensemble", ["mean_position", "mean_embedding"])
-def test_batched_engine_equals_naive_loop(ensemble):
+@pytest.mark.parametrize("ensemble, schedule, starts", [
+    ("mean_position", ("coarse", "fine"), "independent"),
+    ("mean_embedding", ("coarse", "fine"), "independent"),
+    ("mean_position", ("coarse", "average", "fine", "fine"), "shared"),
+])
+def test_batched_engine_equals_naive_loop(ensemble, schedule, starts):
     rng = np.random.default_rng(0)
     vol = Volume(rng.random((24, 28, 30)).astype(np.float32) * (rng.random((24, 28, 30)) > 0.3), SPACING)
     support = Volume(rng.random((22, 26, 30)).astype(np.float32) + 0.01, SPACING)
@@ -152,7 +193,7 @@ def test_batched_engine_equals_naive_loop(ensemble):
         coarse = PNet("han", 2, (4, 4, 4), r_mm=100.0, spacing_mm=[6.0, 4.0, 4.0]).eval()
         fine = PNet("han", 2, (4, 8, 8), r_mm=[10.0, 20.0, 20.0], spacing_mm=list(SPACING)).eval()
     # float32 batched and single-patch convolutions round differently; times r that is ~1e-3 mm
-    kwargs = dict(schedule=("coarse", "fine"), k=3, ensemble=ensemble, organ_of_point=["A", "A", "B", "B"])
+    kwargs = dict(schedule=schedule, k=3, ensemble=ensemble, organ_of_point=["A", "A", "B", "B"], starts=starts)
     fast = localize(vol, (support, pts), coarse, fine, rng=np.random.default_rng(9), **kwargs)
     slow = localize_naive(vol, (support, pts), coarse, fine, rng=np.random.default_rng(9), **kwargs)
     assert np.abs(fast.trajectories_mm - slow.trajectories_mm).max() < 1e-2

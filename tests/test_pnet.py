@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from rprloc_core.rprloc.pnet import (
     CheckpointError,
@@ -107,3 +108,17 @@ def test_non_checkpoint_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pnet(tmp_path / "missing.pt")
     assert issubclass(CheckpointError, ValueError)
+
+
+def test_instance_norm_fast_path_equals_torch_instance_norm():
+    from rprloc_core.rprloc.pnet import InstanceNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 6, 7)
+    fast, reference = InstanceNorm(5, affine=True), nn.InstanceNorm3d(5, affine=True)
+    with torch.no_grad():
+        fast.weight.normal_(), fast.bias.normal_()
+    reference.load_state_dict(fast.state_dict())
+    assert torch.allclose(fast(x), reference(x), atol=1e-5)
+    fast(x).sum().backward()                                             # trains like the original
+    assert fast.weight.grad is not None

@@ -10,7 +10,8 @@ steps, and the fine step is taken from the first coarse step's positions with th
 
 The K_max runs are independent draws, so the prediction for a smaller K is the mean of the first K
 runs: Table 1's K grid comes from one K_max computation. The authors' variant (average the K query
-embeddings, then one fine step; K from the profile) is run separately for Mc + Mf.
+embeddings, then one fine step; K and starts from the profile: `rprloc.inference.starts`) is run
+separately for Mc + Mf.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def cache(settings, strategy: str) -> PredictionCache:
     the inference settings the cached predictions depend on."""
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
-           "k_authors": inference.k, "seed": settings.seed, "stages": list(STAGES)}
+           "k_authors": inference.k, "starts_authors": inference.starts, "seed": settings.seed, "stages": list(STAGES)}
     return PredictionCache.for_method(settings, f"rprloc-{strategy}", key)
 
 
@@ -65,7 +66,8 @@ def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs
                     schedule=("fine",), start_mm=coarse.trajectories_mm[1], **common)
     authors = localize(query.volume, (support.volume, points), models["coarse"], models["fine"],
                        rng=case_rng(settings.seed, query_id, support_id), schedule=("coarse", "fine"),
-                       ensemble="mean_embedding", organ_of_point=organ_of_point, k=inference.k)
+                       ensemble="mean_embedding", starts=inference.starts, organ_of_point=organ_of_point,
+                       k=inference.k)
     trajectories = np.concatenate([coarse.trajectories_mm, fine.trajectories_mm[1:]])   # (5, K, P, 3)
     store.write(support_id, query_id, organ_of_point, trajectories_mm=trajectories.astype(np.float32),
                 authors_points_mm=authors.points_mm, wall_s_coarse3=coarse.wall_s, wall_s_fine=fine.wall_s,
@@ -122,14 +124,14 @@ def score(settings, protocol, strategy: str, stages_and_k, labels: dict) -> pd.D
 
 
 def rprloc_method(coarse, fine=None, schedule=("coarse",), k: int = 15, ensemble: str = "mean_position",
-                  seed: int = 0, device=None) -> Method:
+                  seed: int = 0, device=None, starts: str = "independent") -> Method:
     """RPR-Loc as an evaluation method (run now, not cached): all organs' landmarks localized in
     one batched call."""
     def predict(query, support, support_points):
         points, organ_of_point, _ = stack_organ_landmarks(support_points)
         result = localize(query.volume, (support.volume, points), coarse, fine,
                           rng=case_rng(seed, query.case_id, support.case_id), schedule=tuple(schedule), k=k,
-                          ensemble=ensemble, organ_of_point=organ_of_point, device=device)
+                          ensemble=ensemble, organ_of_point=organ_of_point, device=device, starts=starts)
         return result.points_by_organ(), result.wall_s
 
     return predict

@@ -54,9 +54,10 @@ from rprloc_core.geometry.patches import (
     round_to_voxel,
 )
 from rprloc_core.geometry.volume import Volume
+from rprloc_core.rprloc.config import ENSEMBLES, STARTS
 
-ENSEMBLES = ("mean_position", "mean_embedding")
 MODEL_NAMES = ("coarse", "fine")
+AVERAGE = "average"            # schedule step: every landmark's K runs -> their mean position
 
 
 @dataclass
@@ -164,9 +165,42 @@ def _eval_mode(models):
 
 
 def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: int) -> np.ndarray:
-    """Embeddings (N, 3) of the patches at voxel indices (N, 3), batch_size patches per call."""
-    out = [spec.model(cutter.cut(idx[s:s + batch_size])) for s in range(0, len(idx), batch_size)]
-    return torch.cat(out).detach().double().cpu().numpy() if out else np.zeros((0, 3))
+    """Embeddings (N, 3) of the patches at voxel indices (N, 3), batch_size patches per call.
+
+    Each distinct patch is embedded once: shared starts, runs averaged into one position, or runs
+    that met on the same voxel cost one network call, not one per copy. The network sees a patch
+    alone in its batch row (InstanceNorm is per sample), so the result does not depend on which
+    other patches share the batch."""
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1, 3)
+    if len(idx) == 0:
+        return np.zeros((0, 3))
+    unique, inverse = np.unique(idx, axis=0, return_inverse=True)
+    out = [spec.model(cutter.cut(unique[s:s + batch_size])) for s in range(0, len(unique), batch_size)]
+    return torch.cat(out).detach().double().cpu().numpy()[inverse.reshape(-1)]
+
+
+def encode_supports(supports, models: Mapping[str, object], batch_size: int = 16, device=None) -> dict:
+    """Support embeddings {model name: (P, 3)} (few-shot: averaged over the supports).
+
+    They depend only on the support and the model: compute them once and pass them to `localize`
+    (`support_embeddings=`) for every query of that support (the widget, the CLI on a series of
+    scans, the evaluation's query loop)."""
+    supports = _normalise_supports(supports)
+    specs = {name: _spec(name, model) for name, model in models.items() if model is not None}
+    device = torch.device(device) if device is not None else _model_device(next(iter(specs.values())).model)
+    out = {}
+    with _eval_mode([s.model for s in specs.values()]):
+        for name, spec in specs.items():
+            if isinstance(spec.model, torch.nn.Module):
+                spec.model.to(device)
+            embeddings = []
+            for volume, points in supports:
+                g = grid_for_model(volume, spec.spacing_mm)
+                require_volume_fits_patch(g.shape, spec.patch_size, f"support on the {name} model's grid")
+                embeddings.append(_embed(spec, PatchCutter(g.array, spec.patch_size, device),
+                                         _patch_centres(g, points)[0], batch_size))
+            out[name] = np.mean(embeddings, axis=0)
+    return out
 
 
 # ------------------------------------------------------------------------------ input checks
@@ -208,9 +242,9 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
         raise ValueError("schedule needs at least one step, e.g. ('coarse',)")
     models = {"coarse": coarse, "fine": fine}
     for name in schedule:
-        if name not in MODEL_NAMES:
-            raise ValueError(f"schedule steps must be 'coarse' or 'fine', not {name!r}")
-        if models[name] is None:
+        if name not in (*MODEL_NAMES, AVERAGE):
+            raise ValueError(f"schedule steps must be 'coarse', 'fine' or {AVERAGE!r}, not {name!r}")
+        if name != AVERAGE and models[name] is None:
             raise ValueError(f"the schedule {schedule} uses the {name} model, but none was given")
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, not {ensemble!r}")
@@ -219,8 +253,10 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
     n_points = len(supports[0][1])
     if organ_of_point is not None and len(organ_of_point) != n_points:
         raise ValueError(f"organ_of_point has {len(organ_of_point)} entries for {n_points} landmarks")
-    specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule)}
-    device = torch.device(device) if device is not None else _model_device(specs[schedule[0]].model)
+    if all(name == AVERAGE for name in schedule):
+        raise ValueError(f"the schedule {schedule} has no network step")
+    specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule) if name != AVERAGE}
+    device = torch.device(device) if device is not None else _model_device(next(iter(specs.values())).model)
     for spec in specs.values():
         if isinstance(spec.model, torch.nn.Module):
             spec.model.to(device)
@@ -265,48 +301,61 @@ def _timing(wall_s, organ_of_point):
 
 def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
              schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
-             organ_of_point: Sequence[str] | None = None, device=None, batch_size: int = 64,
-             start_mm: np.ndarray | None = None) -> LocalizationResult:
+             organ_of_point: Sequence[str] | None = None, device=None, batch_size: int = 16,
+             start_mm: np.ndarray | None = None, starts: str = "independent",
+             support_embeddings: Mapping[str, np.ndarray] | None = None) -> LocalizationResult:
     """Localise P landmarks (several organs may be concatenated) in `query`.
 
     supports: (support Volume, points_mm (P, 3)) or a list of them (few-shot: embeddings averaged).
     coarse, fine: models (PNet or any object following the module docstring's model interface).
-    schedule: model names per step, e.g. ("coarse",), ("coarse", "coarse"), ("coarse", "fine").
-    Every network call is batched over runs, landmarks and organs, in chunks of `batch_size` patches
-    (64 fine patches of 16 x 32 x 32 at b = 16 need about 0.5 GB of activations).
+    schedule: steps, e.g. ("coarse",), ("coarse", "coarse"), ("coarse", "fine"); an "average" step
+    replaces the K runs of every landmark by their mean position, so the steps after it cost one
+    patch per landmark: ("coarse", "average", "fine", "fine").
+    Every network call is batched over runs, landmarks and organs, in chunks of `batch_size` patches;
+    each distinct patch is embedded once.
+    starts: "independent" (K uniform non-air starts per landmark) or "shared" (the same K starts for
+    every landmark, so the first step embeds K query patches, not K x P).
     start_mm: (K, P, 3) start positions to use instead of drawing them (e.g. to run the fine step
     from the positions an earlier coarse call reached, so schedules share their random starts).
+    support_embeddings: {model name: (P, 3)} from `encode_supports`, to skip embedding the support.
     """
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
         query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device)
+    if starts not in STARTS:
+        raise ValueError(f"starts must be one of {STARTS}, not {starts!r}")
     lo_mm, hi_mm = query.extent_mm()
     with _eval_mode([s.model for s in specs.values()]):
-        cutters, p_support = {}, {}
+        if support_embeddings is None:
+            support_embeddings = encode_supports(supports, {n: s.model for n, s in specs.items()},
+                                                 batch_size, device)
+        p_support = {}
+        for name in specs:
+            if name not in support_embeddings or np.shape(support_embeddings[name]) != (n_points, 3):
+                raise ValueError(f"support_embeddings must hold a ({n_points}, 3) array for the {name} model")
+            p_support[name] = np.asarray(support_embeddings[name], dtype=float)
+        cutters = {}
         for name, spec in specs.items():
-            embeddings = []
-            for volume, points in supports:
-                g = grid(volume, spec, "support")
-                embeddings.append(_embed(spec, PatchCutter(g.array, spec.patch_size, device),
-                                         g.mm_to_idx(points), batch_size))
-            p_support[name] = np.mean(embeddings, axis=0)                          # (P, 3)
             qgrid = grid(query, spec, "query")
             cutters[name] = (qgrid, PatchCutter(qgrid.array, spec.patch_size, device))  # query padded once
 
         if start_mm is None:
-            pos = _initial_positions(query, k, n_points, rng)                      # (K, P, 3) mm
+            pos = _initial_positions(query, k, 1 if starts == "shared" else n_points, rng)
+            pos = np.broadcast_to(pos, (k, n_points, 3))                           # (K, P, 3) mm
         else:
             pos = np.asarray(start_mm, dtype=float)
             if pos.shape != (k, n_points, 3):
                 raise ValueError(f"start_mm has shape {pos.shape}, expected (K, P, 3) = {(k, n_points, 3)}")
         trajectory = [pos]
         for name in schedule:
+            if name == AVERAGE:
+                pos = np.broadcast_to(pos.mean(axis=0), pos.shape)
+                trajectory.append(pos)
+                continue
             spec, (qgrid, cutter) = specs[name], cutters[name]
-            collapsed = ensemble == "mean_embedding" and len(trajectory) > 1
-            runs = pos[:1] if collapsed else pos                                   # identical runs: embed once
-            idx, centre_mm = _patch_centres(qgrid, runs.reshape(-1, 3))
-            centre_mm = centre_mm.reshape(runs.shape)
-            p_query = _embed(spec, cutter, idx, batch_size).reshape(runs.shape)
+            idx, centre_mm = _patch_centres(qgrid, pos.reshape(-1, 3))
+            centre_mm = centre_mm.reshape(pos.shape)
+            p_query = _embed(spec, cutter, idx, batch_size).reshape(pos.shape)
             if ensemble == "mean_position":
                 pos = centre_mm + spec.r_mm * np.tanh(p_support[name][None] - p_query)
             else:
@@ -322,9 +371,11 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
 
 def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
                    schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
-                   organ_of_point: Sequence[str] | None = None, device=None) -> LocalizationResult:
-    """The same algorithm with Python loops: per landmark, per run, one network call per patch.
-    Only the benchmark (and a consistency test) uses it, to measure what batching buys."""
+                   organ_of_point: Sequence[str] | None = None, device=None,
+                   starts: str = "independent") -> LocalizationResult:
+    """The same algorithm with Python loops: per landmark, per run, one network call per patch
+    (no batching, no reuse of a patch embedded before). Only the benchmark (and a consistency test)
+    uses it, to measure what batching and reuse buy."""
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
         query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device)
@@ -346,20 +397,24 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
                     p_support[name][p] += embed_one(spec, g, points[p])[0] / len(supports)
         query_grids = {name: grid(query, spec, "query") for name, spec in specs.items()}
 
-        start = _initial_positions(query, k, n_points, rng)
+        start = _initial_positions(query, k, 1 if starts == "shared" else n_points, rng)
+        start = np.broadcast_to(start, (k, n_points, 3))
         trajectory = np.zeros((len(schedule) + 1, k, n_points, 3))
         trajectory[0] = start
         for p in range(n_points):
             runs = [start[r, p].copy() for r in range(k)]
             for step, name in enumerate(schedule, start=1):
+                if name == AVERAGE:
+                    runs = [np.mean(runs, axis=0)] * k
+                    trajectory[step, :, p] = runs
+                    continue
                 spec, qgrid = specs[name], query_grids[name]
                 if ensemble == "mean_position":
                     for r in range(k):
                         p_q, centre_mm = embed_one(spec, qgrid, runs[r])
                         runs[r] = np.clip(centre_mm + spec.r_mm * np.tanh(p_support[name][p] - p_q), lo_mm, hi_mm)
                 else:
-                    distinct = runs[:1] if step > 1 else runs
-                    embedded = [embed_one(spec, qgrid, c) for c in distinct]
+                    embedded = [embed_one(spec, qgrid, c) for c in runs]
                     p_q = np.mean([e for e, _ in embedded], axis=0)
                     moved = np.mean([c for _, c in embedded], axis=0) + spec.r_mm * np.tanh(p_support[name][p] - p_q)
                     runs = [np.clip(moved, lo_mm, hi_mm)] * k

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rprloc_core.errors import DataError
@@ -35,6 +36,15 @@ class CheckpointError(DataError):
     """A file is not a Pnet checkpoint, or its weights do not fit the architecture it names."""
 
 
+class InstanceNorm(nn.InstanceNorm3d):
+    """InstanceNorm3d (per sample and channel, affine) computed as a group norm with one group per
+    channel: the same numbers and the same state dict, 3-5x faster on a CPU for the 4-16 patch
+    batches inference uses (torch's instance_norm goes through batch_norm on a reshaped copy)."""
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_features, self.weight, self.bias, self.eps)
+
+
 class ResidualBlock(nn.Module):
     """Main path of convs (each + InstanceNorm + ReLU), a 1x1x1 shortcut, ReLU(IN(main + shortcut))."""
 
@@ -43,11 +53,11 @@ class ResidualBlock(nn.Module):
         layers = []
         for i, kernel in enumerate(BLOCK_KERNELS[variant]):
             layers += [nn.Conv3d(cin if i == 0 else cout, cout, kernel, padding=tuple(k // 2 for k in kernel)),
-                       nn.InstanceNorm3d(cout, affine=True),
+                       InstanceNorm(cout, affine=True),
                        nn.ReLU(inplace=True)]
         self.main = nn.Sequential(*layers)
         self.shortcut = nn.Conv3d(cin, cout, 1)
-        self.norm = nn.InstanceNorm3d(cout, affine=True)
+        self.norm = InstanceNorm(cout, affine=True)
         self.activation = nn.ReLU(inplace=True)
 
     def forward(self, x):

@@ -1,0 +1,146 @@
+"""Choosing RPR-Loc's inference schedule on validation patients (never on the test queries).
+
+A schedule is the sequence of steps the K runs of every landmark take (coarse or fine model moves,
+and "average": the K runs replaced by their mean, after which each step costs one patch per
+landmark), how the runs start (independent uniform starts per landmark, or the same K starts
+shared by every landmark) and how the runs are combined (the paper's mean of positions, or the
+authors' code's mean of embeddings).
+
+The validation protocol: supports drawn (seeded) from the training patients, queries = every
+validation patient with at least one of the organs. The test supports are validation patients too,
+so they appear here as queries, which tunes nothing about the test queries. Each candidate runs
+from fresh generators seeded by the pair, so candidates with the same `starts` share their starts:
+the comparison is paired.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from rprloc_core.data import dataset
+from rprloc_core.data.organs import HAN_ORGANS
+from rprloc_core.evaluation.jobs import run_jobs
+from rprloc_core.evaluation.predictions import PredictionCache
+from rprloc_core.evaluation.protocol import Protocol, case_rng, organ_landmarks_mm
+from rprloc_core.evaluation.scoring import score_points
+from rprloc_core.experiments.models import load_models, models_hash
+from rprloc_core.rprloc.inference import encode_supports, localize, stack_organ_landmarks
+
+
+@dataclass(frozen=True)
+class Schedule:
+    steps: tuple
+    starts: str = "independent"
+    ensemble: str = "mean_position"
+
+    @property
+    def label(self) -> str:
+        names = {"coarse": "Mc", "fine": "Mf", "average": "avg"}
+        text = " > ".join(names[s] for s in self.steps)
+        extras = [e for e in (self.starts == "shared" and "shared starts",
+                              self.ensemble == "mean_embedding" and "embedding mean") if e]
+        return text + (f" ({', '.join(extras)})" if extras else "")
+
+
+# The candidates, in the order the table lists them. The first is the paper's Mc + Mf.
+CANDIDATES = (
+    Schedule(("coarse", "fine")),
+    Schedule(("coarse", "fine"), "shared"),
+    Schedule(("coarse", "fine"), "shared", "mean_embedding"),
+    Schedule(("coarse", "coarse"), "shared"),
+    Schedule(("coarse", "average", "fine"), "shared"),
+    Schedule(("coarse", "average", "fine", "fine"), "shared"),
+    Schedule(("coarse", "average", "fine", "fine", "fine"), "shared"),
+    Schedule(("coarse", "average", "coarse", "fine", "fine"), "shared"),
+    Schedule(("coarse", "coarse", "average", "fine", "fine"), "shared"),
+    Schedule(("coarse", "fine", "average", "fine"), "shared"),
+)
+
+
+def validation_protocol(settings, n_supports: int = 3, organs=HAN_ORGANS) -> Protocol:
+    """Supports: n training patients with every organ (seeded); queries: the validation patients."""
+    table = dataset.case_table(settings)
+    pool = table[(table.split == "train") & table.organs.map(lambda o: all(x in o for x in organs))]
+    ids = sorted(pool.case_id, key=lambda c: (len(c), c))
+    rng = np.random.default_rng([settings.seed, 2])
+    supports = [ids[i] for i in sorted(rng.choice(len(ids), size=n_supports, replace=False))]
+    queries = table[(table.split == "validation") & table.organs.map(lambda o: any(x in o for x in organs))]
+    return Protocol(tuple(supports), tuple(queries.case_id), tuple(organs))
+
+
+def _cache(settings, k: int) -> PredictionCache:
+    key = {"method": "rprloc-schedules", "models": models_hash(settings), "k": k, "seed": settings.seed,
+           "candidates": [c.label for c in CANDIDATES]}
+    return PredictionCache.for_method(settings, "rprloc-schedules", key)
+
+
+@lru_cache(maxsize=4)
+def _models(settings):
+    return load_models(settings, ["coarse", "fine"])
+
+
+def compute_pair(settings, support_id: str, query_id: str, k: int, organs=HAN_ORGANS) -> None:
+    store = _cache(settings, k)
+    if store.has(support_id, query_id):
+        return
+    models = _models(settings)
+    support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
+    wanted = [o for o in organs if o in query.labels]
+    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
+    embeddings = encode_supports((support.volume, points), models)
+    arrays = {}
+    for i, candidate in enumerate(CANDIDATES):
+        result = localize(query.volume, (support.volume, points), models["coarse"], models["fine"],
+                          rng=case_rng(settings.seed, query_id, support_id), schedule=candidate.steps, k=k,
+                          starts=candidate.starts, ensemble=candidate.ensemble, organ_of_point=organ_of_point,
+                          support_embeddings=embeddings)
+        arrays[f"points_{i}"] = result.points_mm
+        arrays[f"wall_s_{i}"] = np.array(result.wall_s)
+    store.write(support_id, query_id, organ_of_point, **arrays)
+
+
+def predict_all(settings, protocol: Protocol, k: int, parallel: bool = True, progress: bool = True) -> None:
+    jobs = [(settings, s, q, k) for s, q in _cache(settings, k).missing(protocol.pairs)]
+    run_jobs(compute_pair, jobs, "schedules on validation patients", parallel, progress)
+
+
+def per_query(settings, protocol: Protocol, k: int) -> pd.DataFrame:
+    """Per (schedule, support, query, organ) metrics, with each pair's wall time per organ."""
+    rows, store = [], _cache(settings, k)
+    for support_id, query_id in protocol.pairs:
+        run = store.read(support_id, query_id)
+        n_organs = len(run.organs)
+        for i, candidate in enumerate(CANDIDATES):
+            rows += score_points(settings, query_id, run.organ_of_point, run[f"points_{i}"], method=candidate.label,
+                                 strategy="extreme", support=support_id,
+                                 time_s=float(run[f"wall_s_{i}"]) / n_organs)
+    return pd.DataFrame(rows)
+
+
+def schedule_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataFrame:
+    """One row per schedule: IoU per organ and mean IoU / AWD / point error (means over supports,
+    queries and organs), the IoU difference to the paper's Mc > Mf with its paired 95% interval over
+    (support, query, organ), and seconds per organ (one thread, support embeddings computed once
+    per pair)."""
+    frame = per_query_frame[per_query_frame.organ.isin(organs)]
+    by_method = frame.groupby("method", sort=False)
+    table = frame.pivot_table(index="method", columns="organ", values="iou_pct", sort=False)[
+        [o for o in organs if o in set(frame.organ)]].add_suffix(" IoU %")
+    table["IoU %"] = by_method.iou_pct.mean()
+    table["AWD mm"] = by_method.awd_mm.mean()
+    table["point error mm"] = by_method.point_error_mm.mean()
+    pairs = ["support", "query", "organ"]
+    reference = frame[frame.method == CANDIDATES[0].label].set_index(pairs).iou_pct
+    deltas = {}
+    for method, rows in by_method:
+        diff = (rows.set_index(pairs).iou_pct - reference).dropna()
+        half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
+        deltas[method] = f"{diff.mean():+.1f} ± {half:.1f}"
+    table["IoU vs Mc > Mf (pts)"] = pd.Series(deltas)
+    table["s/organ"] = by_method.time_s.mean()
+    order = [c.label for c in CANDIDATES if c.label in table.index]
+    return table.loc[order].round(3).rename_axis("schedule")
