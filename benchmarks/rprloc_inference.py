@@ -1,13 +1,25 @@
-"""Time RPR-Loc inference (batched engine vs. the naive per-patch loop) and Pnet training throughput.
+"""Time RPR-Loc inference: every schedule, this engine against the previous one and the naive loop,
+on 1 and 2 threads, with template matching and the `rprloc localize` command timed in the same run.
 
-One query, K runs per landmark, six extreme points per organ, several organs, Mc + Mf (and Mc only),
-everything included: model grids, patch cutting, networks, averaging. Without --coarse/--fine it
-uses random-weight models of the demo architecture on synthetic phantoms of the demo size
-(107 x 125 x 150 voxels at 3 x 2 x 2 mm); the JSON says which. Timings of random-weight models are
-representative: the cost does not depend on the weights.
+Every figure is measured here, side by side, so each ratio compares numbers from one run on one
+machine. Each measurement runs in a fresh child process (so its peak memory is its own): the child
+loads the models, warms up, then times `--repeats` calls and reports the median, end to end (model
+grids, support embeddings, patch cutting, networks, averaging).
 
-    .venv/bin/python benchmarks/rprloc_inference.py --profile smoke
-    .venv/bin/python benchmarks/rprloc_inference.py --coarse runs/coarse/best.pt --fine runs/fine/best.pt
+- engine "this": `rprloc_core.rprloc.inference.localize` as it is.
+- engine "previous": the same call with the previous engine's two settings that cost time: torch's
+  InstanceNorm3d instead of the group-norm form, and 64-patch batches. (Embedding each distinct
+  patch once is kept: it only matters for shared starts and collapsed runs, which the previous
+  engine did not have.)
+- engine "naive": `localize_naive`, one network call per patch, one thread.
+
+With the profile's models and data (release weights, prepared OpenKBP) it uses the first support and
+first query of notebook 03 (4 organs, 24 extreme points); otherwise random-weight models of the
+profile's architecture on synthetic phantoms (the JSON says which; the cost does not depend on the
+weights). Accuracy comes from the validation-patient schedule table of notebook 03
+(results/<profile>/tables/schedule_validation.csv) when it exists.
+
+    .venv/bin/python benchmarks/rprloc_inference.py --profile demo
 """
 
 from __future__ import annotations
@@ -16,30 +28,40 @@ import argparse
 import json
 import os
 import platform
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rprloc_core.geometry.volume import Volume  # noqa: E402
-from rprloc_core.paths import results_dir  # noqa: E402
-from rprloc_core.reporting import portable_paths  # noqa: E402
-from rprloc_core.rprloc.inference import localize, localize_naive  # noqa: E402
-from rprloc_core.rprloc.pnet import PNet, load_pnet  # noqa: E402
-from rprloc_core.rprloc.training import TrainConfig, train_pnet  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 DEMO_SHAPE, DEMO_SPACING = (107, 125, 150), (3.0, 2.0, 2.0)
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid")
 
+# label -> (steps, ensemble, starts); labels are those of rprloc_core.experiments.schedules.Schedule
+SCHEDULES = {
+    "Mc": (("coarse",), "mean_position", "independent"),
+    "Mc > Mc": (("coarse", "coarse"), "mean_position", "independent"),
+    "Mc > Mf": (("coarse", "fine"), "mean_position", "independent"),
+    "Mc > Mf (embedding mean)": (("coarse", "fine"), "mean_embedding", "independent"),
+    "Mc > Mf (shared starts, embedding mean)": (("coarse", "fine"), "mean_embedding", "shared"),
+}
+DEFAULT = "Mc > Mf (shared starts, embedding mean)"
 
-def phantom(seed: int, shape=DEMO_SHAPE, spacing=DEMO_SPACING) -> Volume:
+
+# ------------------------------------------------------------------------------ inputs
+
+def phantom(seed: int, shape=DEMO_SHAPE, spacing=DEMO_SPACING):
     """A head-sized ellipsoid of soft tissue in air with a few bright/dark blobs, intensities in [0, 1]
     and exact zeros outside (the project's 'air')."""
+    from rprloc_core.geometry.volume import Volume
+
     rng = np.random.default_rng(seed)
     axes = [np.linspace(-1, 1, s, dtype=np.float32) for s in shape]
     z, y, x = axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
@@ -52,177 +74,329 @@ def phantom(seed: int, shape=DEMO_SHAPE, spacing=DEMO_SPACING) -> Volume:
     return Volume(np.where(body, img, 0).astype(np.float32), spacing)
 
 
-def demo_models(seed: int):
-    """Random-weight models of the demo architecture: Mc on the 2x grid (6 x 4 x 4 mm), Mf on the base grid."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        coarse = PNet("han", 16, (16, 16, 16), r_mm=300.0, spacing_mm=[6.0, 4.0, 4.0])
-        fine = PNet("han", 16, (16, 32, 32), r_mm=30.0, spacing_mm=list(DEMO_SPACING))
-    return coarse, fine
-
-
-def support_landmarks(support: Volume, n_organs: int, per_organ: int, rng) -> tuple[np.ndarray, list[str]]:
+def phantom_landmarks(support, n_organs: int = 4):
     """Six 'extreme points' per fake organ: a random interior centre +- a few cm along each axis."""
+    rng = np.random.default_rng(0)
     points, organs = [], []
-    centre_lo, centre_hi = np.asarray(support.shape) * 0.35, np.asarray(support.shape) * 0.65
     for o in range(n_organs):
-        centre = rng.uniform(centre_lo, centre_hi)
+        centre = rng.uniform(np.asarray(support.shape) * 0.35, np.asarray(support.shape) * 0.65)
         half = rng.uniform(3, 10, 3)
         offsets = np.concatenate([np.diag(half) * s for s in (-1, 1)])[[0, 3, 1, 4, 2, 5]]
-        pts = (centre + offsets)[:per_organ]
-        points.append(support.idx_to_mm(pts))
-        organs += [ORGANS[o % len(ORGANS)] + ("" if o < len(ORGANS) else str(o))] * len(pts)
+        points.append(support.idx_to_mm(centre + offsets))
+        organs += [ORGANS[o]] * 6
     return np.concatenate(points), organs
 
 
-def time_inference(engine, query, support, points, organs, coarse, fine, schedule, k, seed, device):
-    kwargs = dict(schedule=schedule, k=k, organ_of_point=organs, rng=np.random.default_rng(seed))
-    if device is not None:
-        kwargs["device"] = device
-    t0 = time.perf_counter()
-    result = engine(query, (support, points), coarse, fine, **kwargs)
-    wall = time.perf_counter() - t0
-    return {"total_s": wall, "per_organ_s": wall / len(set(organs))}, result
+def load_inputs(profile: str) -> dict:
+    """Models, support, query, landmarks: the profile's own when it has them, else phantoms."""
+    import torch
 
-
-def training_throughput(mode: str, steps: int, volumes, val, device, settings=None) -> dict:
-    if settings is not None:  # the profile's own training settings
-        from dataclasses import replace
-
-        config = replace(getattr(settings.rprloc, mode), steps=steps, val_every=steps, val_pairs=56, time_limit_s=None)
-    elif mode == "coarse":
-        config = TrainConfig(mode="coarse", variant="han", base_width=16, patch_size=(16, 16, 16), r_mm=300.0,
-                             downsample=2, volumes_per_step=4, patches_per_volume=8, steps=steps,
-                             val_every=steps, val_pairs=56, seed=0)
-    else:
-        config = TrainConfig(mode="fine", variant="han", base_width=16, patch_size=(16, 32, 32), r_mm=30.0,
-                             downsample=1, fine_range_vox=(5, 15, 15), volumes_per_step=4, patches_per_volume=8,
-                             steps=steps, val_every=steps, val_pairs=56, seed=0)
-    with tempfile.TemporaryDirectory() as out:
-        summary = train_pnet(config, volumes, val, out, device=device, progress=False)
-    return {"steps": summary["steps"], "pairs_per_step": config.volumes_per_step * config.patches_per_volume
-            * (config.patches_per_volume - 1), "patches_per_step": config.volumes_per_step * config.patches_per_volume,
-            "s_per_step": summary["train_time_s"] / summary["steps"], "pairs_per_s": summary["pairs_per_s"],
-            "config": config.to_dict()}
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="smoke")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default results/<profile>/benchmarks/rprloc_inference.json)")
-    parser.add_argument("--coarse", type=Path, default=None, help="coarse Pnet checkpoint (default: random demo model)")
-    parser.add_argument("--fine", type=Path, default=None, help="fine Pnet checkpoint (default: random demo model)")
-    parser.add_argument("--k", type=int, default=15)
-    parser.add_argument("--organs", type=int, default=4)
-    parser.add_argument("--points-per-organ", type=int, default=6)
-    parser.add_argument("--train-steps", type=int, default=3, help="training steps per model for throughput; 0 skips")
-    parser.add_argument("--skip-naive-fine", action="store_true", help="time the naive loop for Mc only")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 0 = torch's choice. Default 1: on a CPU shared with other jobs, "
-                             "2 OpenMP threads measured 10-20x slower than 1 (threads wait for descheduled peers)")
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-    t_setup = time.perf_counter()
     from rprloc_core.errors import DataError
     from rprloc_core.experiments.models import model_file
+    from rprloc_core.rprloc.pnet import PNet, load_pnet
     from rprloc_core.settings import load_settings
 
-    settings = load_settings(args.profile)
-    try:   # the profile's models: released (sha256 checked) or trained in the data folder
-        trained = {role: model_file(settings, role) for role in ("coarse", "fine")}
+    settings = load_settings(profile)
+    try:
+        files = {role: model_file(settings, role) for role in ("coarse", "fine")}
+        models = {role: load_pnet(path) for role, path in files.items()}
+        described = {role: os.path.relpath(path, ROOT) for role, path in files.items()}
     except DataError:
-        trained = {}
-    real = None
-    query, support = phantom(args.seed + 1), phantom(args.seed + 2)
-    if not (args.coarse or args.fine) and all(f.is_file() for f in trained.values()) and trained:
-        # the profile's trained models on its real data: first support and first query of notebook 03
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            models = {role: PNet(**_architecture(getattr(settings.rprloc, role), settings)) for role in ("coarse", "fine")}
+        described = {"kind": "random-weight models of the profile's architecture"}
+    try:
         from rprloc_core.data import dataset
         from rprloc_core.data.organs import HAN_ORGANS
         from rprloc_core.evaluation import protocol
         from rprloc_core.rprloc.inference import stack_organ_landmarks
 
-        args.coarse, args.fine = trained["coarse"], trained["fine"]
-        support_id = protocol.choose_supports(settings, HAN_ORGANS, n=1, seed=settings.seed)[0]
+        chosen = protocol.one_shot_protocol(settings)
         table = dataset.case_table(settings).set_index("case_id")
-        query_id = next(q for q in protocol.query_cases(settings, HAN_ORGANS)
-                        if all(o in table.loc[q, "organs"] for o in HAN_ORGANS))
-        support_case, query_case = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
-        query, support = query_case.volume, support_case.volume
-        real = (support_id, query_id,
-                stack_organ_landmarks(protocol.organ_landmarks_mm(support_case, HAN_ORGANS, "extreme")))
-    if args.coarse or args.fine:
-        if not (args.coarse and args.fine):
-            parser.error("give both --coarse and --fine, or neither")
-        coarse, fine = load_pnet(args.coarse, device), load_pnet(args.fine, device)
-        models = {"kind": "checkpoints", "coarse": str(args.coarse), "fine": str(args.fine)}
-    else:
-        coarse, fine = demo_models(args.seed)
-        models = {"kind": "random-weight demo architecture"}
-    coarse.to(device)
-    fine.to(device)
-    models.update(coarse_config=coarse.config, fine_config=fine.config)
-    if real is not None:
-        points, organs, _ = real[2]
-        models["support"], models["query"] = real[0], real[1]
-    else:
-        points, organs = support_landmarks(support, args.organs, args.points_per_organ, np.random.default_rng(args.seed))
-    setup_s = time.perf_counter() - t_setup
+        query_id = next(q for q in chosen.queries if all(o in table.loc[q, "organs"] for o in HAN_ORGANS))
+        support_case, query_case = dataset.load_case(settings, chosen.supports[0]), dataset.load_case(settings, query_id)
+        points, organs, _ = stack_organ_landmarks(protocol.organ_landmarks_mm(support_case, HAN_ORGANS, "extreme"))
+        return {"models": models, "described": described, "support": support_case.volume, "query": query_case.volume,
+                "points": points, "organs": organs, "support_case": support_case, "query_case": query_case,
+                "kind": f"real case {query_id} (support {chosen.supports[0]})", "settings": settings}
+    except (DataError, FileNotFoundError, StopIteration):
+        support, query = phantom(2), phantom(1)
+        points, organs = phantom_landmarks(support)
+        return {"models": models, "described": described, "support": support, "query": query, "points": points,
+                "organs": organs, "kind": "synthetic phantom", "settings": settings}
 
-    # Warm-up (first-call allocations, thread pools), not part of any timing.
-    localize(query, (support, points[:1]), coarse, fine, schedule=("coarse", "fine"), k=1,
-             rng=np.random.default_rng(0), device=device)
 
-    inference = {}
-    settings = (("coarse", ("coarse",), "mean_position"), ("coarse+fine", ("coarse", "fine"), "mean_position"),
-                ("coarse+fine, embedding average", ("coarse", "fine"), "mean_embedding"))
-    for label, schedule, ensemble in settings:
-        engine = (lambda *a, **kw: localize(*a, ensemble=ensemble, **kw))
-        batched, res_b = time_inference(engine, query, support, points, organs, coarse, fine, schedule,
-                                        args.k, args.seed, device)
-        entry = {"schedule": list(schedule), "ensemble": ensemble, "batched": batched}
-        if ensemble == "mean_position" and not (args.skip_naive_fine and "fine" in schedule):
-            naive, res_n = time_inference(localize_naive, query, support, points, organs, coarse, fine, schedule,
-                                          args.k, args.seed, device)
-            entry["naive"] = naive
-            entry["naive_over_batched"] = naive["total_s"] / batched["total_s"]
-            entry["max_point_difference_mm"] = float(np.abs(res_b.points_mm - res_n.points_mm).max())
-        inference[label] = entry
-        print(f"{label:12s} batched {batched['per_organ_s']:.3f} s/organ"
-              + (f", naive {entry['naive']['per_organ_s']:.3f} s/organ, naive/batched {entry['naive_over_batched']:.1f}x"
-                 if "naive" in entry else ""), flush=True)
+def _architecture(config, settings) -> dict:
+    spacing = np.asarray(settings.preprocess.spacing_zyx) * config.downsample
+    return {"variant": config.variant, "base_width": config.base_width, "patch_size": list(config.patch_size),
+            "r_mm": config.r_mm, "spacing_mm": spacing.tolist()}
 
-    training = {}
-    if args.train_steps > 0:
-        train_vols = [phantom(100 + i) for i in range(4)] if real is None else [query, support] * 2
-        val_vols = [phantom(200)] if real is None else [support]
-        for mode in ("coarse", "fine"):
-            training[mode] = training_throughput(mode, args.train_steps, train_vols, val_vols, device,
-                                                 settings if real is not None else None)
-            print(f"training {mode:6s} {training[mode]['s_per_step']:.2f} s/step, "
-                  f"{training[mode]['pairs_per_s']:.0f} pairs/s", flush=True)
 
+# ------------------------------------------------------------------------------ one measurement (child)
+
+def flops_per_patch(model) -> float:
+    """Multiply-adds x 2 of the convolutions and linear layers for one patch."""
+    import torch
+
+    total = [0.0]
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv3d):
+            total[0] += 2.0 * output[0].numel() * module.in_channels * np.prod(module.kernel_size) / module.groups
+        elif isinstance(module, torch.nn.Linear):
+            total[0] += 2.0 * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.Linear))]
+    with torch.inference_mode():
+        model(torch.zeros((1, 1, *model.patch_size)))
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def with_previous_norm(model):
+    """A copy of the model with torch's InstanceNorm3d (the previous engine's) in place of the
+    group-norm form: the same weights and numbers, the previous speed."""
+    import copy
+
+    import torch
+
+    from rprloc_core.rprloc.pnet import InstanceNorm
+
+    old = copy.deepcopy(model)
+    for parent in old.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, InstanceNorm):
+                replacement = torch.nn.InstanceNorm3d(child.num_features, eps=child.eps, affine=True)
+                replacement.load_state_dict(child.state_dict())
+                setattr(parent, name, replacement)
+    return old.eval()
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(task: dict) -> dict:
+    """One configuration, in this (child) process."""
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    inputs = load_inputs(task["profile"])
+    coarse, fine = inputs["models"]["coarse"], inputs["models"]["fine"]
+    query, support, points, organs = inputs["query"], inputs["support"], inputs["points"], inputs["organs"]
+    n_organs = len(set(organs))
+    if task["kind"] == "template":
+        return _measure_template(task, inputs, n_organs)
+
+    from rprloc_core.rprloc.inference import encode_supports, localize, localize_naive
+
+    steps, ensemble, starts = SCHEDULES[task["schedule"]]
+    batch_size = 16
+    if task["engine"] == "previous":
+        coarse, fine, batch_size = with_previous_norm(coarse), with_previous_norm(fine), 64
+    patches = {"coarse": 0, "fine": 0}
+    for role, model in (("coarse", coarse), ("fine", fine)):
+        model.register_forward_hook(lambda m, i, o, role=role: patches.__setitem__(role, patches[role] + len(i[0])))
+    reused = encode_supports((support, points), {"coarse": coarse, "fine": fine}) if task.get("reuse_support") else None
+
+    def call(seed):
+        kwargs = dict(schedule=steps, k=task["k"], ensemble=ensemble, organ_of_point=organs,
+                      rng=np.random.default_rng(seed))
+        if task["engine"] == "naive":
+            return localize_naive(query, (support, points), coarse, fine, starts=starts, **kwargs)
+        return localize(query, (support, points), coarse, fine, starts=starts, batch_size=batch_size,
+                        support_embeddings=reused, **kwargs)
+
+    call(100)                                   # warm-up: thread pools, first-call allocations
+    rss_before = _rss_mb()
+    walls, results = [], []
+    for repeat in range(task["repeats"]):
+        patches.update(coarse=0, fine=0)
+        t0 = time.perf_counter()
+        results.append(call(repeat))
+        walls.append(time.perf_counter() - t0)
+    flops = patches["coarse"] * flops_per_patch(coarse) + patches["fine"] * flops_per_patch(fine)
+    seconds = statistics.median(walls) / n_organs
+    return {"per_organ_s": seconds, "repeats_s": [w / n_organs for w in walls],
+            "patches_per_organ": {k: v / n_organs for k, v in patches.items()},
+            "gflop_per_organ": flops / n_organs / 1e9, "achieved_gflop_per_s": flops / n_organs / 1e9 / seconds,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_before_mb": rss_before,
+            "points_mm": results[0].points_mm.tolist()}
+
+
+def _measure_template(task, inputs, n_organs) -> dict:
+    from rprloc_core.baselines.template_matching import cut_templates, match
+    from rprloc_core.experiments.template_predictions import load_encoder
+
+    settings = inputs["settings"]
+    section = settings.template_matching
+    encoder = load_encoder(settings) if task["method"].startswith("fm_") else None
+    templates = cut_templates(inputs["support"], inputs["support"].mm_to_idx(inputs["points"]), section.patch_size)
+    match(inputs["query"], templates[:2], task["method"], stride=section.stride, encoder=encoder)      # warm-up
+    walls = []
+    for _ in range(task["repeats"]):
+        t0 = time.perf_counter()
+        match(inputs["query"], templates, task["method"], stride=section.stride, encoder=encoder)
+        walls.append(time.perf_counter() - t0)
+    return {"per_organ_s": statistics.median(walls) / n_organs, "repeats_s": [w / n_organs for w in walls],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(task: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(task)], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": str(task["threads"])})
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child failed for {task}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------ the CLI, end to end
+
+def time_cli(inputs: dict, repeats: int) -> dict | None:
+    """`rprloc localize` on the benchmark's support (CT + 4 masks) and query, written as NIfTI:
+    wall time of the whole command (interpreter start, model loading, reading, resampling,
+    localizing, writing), median of `repeats` runs. None on phantoms (no files to read)."""
+    if "support_case" not in inputs:
+        return None
+    import SimpleITK as sitk
+
+    support, query = inputs["support_case"], inputs["query_case"]
+    walls = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "labels").mkdir()
+        sitk.WriteImage(support.to_sitk(support.hu), str(tmp / "support.nii.gz"))
+        for organ in ORGANS:
+            sitk.WriteImage(support.to_sitk(support.labels[organ].astype(np.uint8)), str(tmp / "labels" / f"{organ}.nii.gz"))
+        sitk.WriteImage(query.to_sitk(query.hu), str(tmp / "query.nii.gz"))
+        command = [sys.executable, "-m", "rprloc_core.cli", "localize", "--support", str(tmp / "support.nii.gz"),
+                   "--support-labels", str(tmp / "labels"), "--query", str(tmp / "query.nii.gz"),
+                   "--out", str(tmp / "boxes.json")]
+        for _ in range(repeats + 1):                      # the first run warms the file cache
+            t0 = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+            walls.append(time.perf_counter() - t0)
+        report = json.loads((tmp / "boxes.json").read_text())
+    return {"command": "python -m rprloc_core.cli localize (release weights, default schedule, torch's threads)",
+            "organs": len(report["organs"]), "wall_s": statistics.median(walls[1:]), "repeats_s": walls[1:],
+            "time_s_per_organ_inside": report["time_s_per_organ"]}
+
+
+# ------------------------------------------------------------------------------ report
+
+def accuracy_table(profile: str) -> dict:
+    path = ROOT / "results" / profile / "tables" / "schedule_validation.csv"
+    if not path.is_file():
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(path, index_col=0)
+    return {label: {"iou_pct": float(row["IoU %"]), "awd_mm": float(row["AWD mm"])} for label, row in table.iterrows()}
+
+
+def markdown(report: dict) -> str:
+    rows = ["| schedule | 1 thread s/organ | 2 threads s/organ | x previous (1 thr) | x naive (1 thr) | "
+            "GFLOP/organ | GFLOP/s (1 thr) | peak RSS MB | val. IoU % | val. AWD mm |", "|" + "---|" * 10]
+    for label, entry in report["schedules"].items():
+        one, two = entry["this"]["1"], entry["this"]["2"]
+        acc = entry.get("validation_accuracy", {})
+        rows.append(f"| {label}{' (default)' if label == DEFAULT else ''} | {one['per_organ_s']:.3f} | "
+                    f"{two['per_organ_s']:.3f} | {entry['speedup_over_previous_1_thread']:.1f} | "
+                    f"{entry.get('speedup_over_naive_1_thread', float('nan')):.1f} | {one['gflop_per_organ']:.2f} | "
+                    f"{one['achieved_gflop_per_s']:.0f} | {one['peak_rss_mb']:.0f} | "
+                    f"{acc.get('iou_pct', float('nan')):.1f} | {acc.get('awd_mm', float('nan')):.1f} |")
+    tm = report["template_matching"]
+    rows.append("")
+    rows.append("Template matching, same query and support, same run (s/organ, 1 / 2 threads): " + ", ".join(
+        f"{m} {v['1']['per_organ_s']:.2f} / {v['2']['per_organ_s']:.2f}" for m, v in tm.items()))
+    rows.append(f"Default schedule vs fastest template matching ({report['fastest_template_matching']}): "
+                f"{report['default_vs_fastest_template_matching_2_threads']:.0f}x faster on 2 threads.")
+    if report.get("cli"):
+        rows.append(f"`rprloc localize` end to end, {report['cli']['organs']} organs: {report['cli']['wall_s']:.2f} s.")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="demo")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default results/<profile>/benchmarks/rprloc_inference.json; a .md beside it)")
+    parser.add_argument("--k", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--template-methods", nargs="*", default=["gs_mse", "gs_cosine", "gs_ncc"])
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(json.loads(args.child))))
+        return {}
+
+    from rprloc_core.paths import results_dir
+    from rprloc_core.reporting import portable_paths
+
+    inputs = load_inputs(args.profile)
+    base = {"profile": args.profile, "k": args.k, "repeats": args.repeats}
+    schedules, tasks_done = {}, 0
+    for label in SCHEDULES:
+        entry = {"steps": list(SCHEDULES[label][0]), "ensemble": SCHEDULES[label][1], "starts": SCHEDULES[label][2]}
+        for engine in ("this", "previous"):
+            entry[engine] = {str(t): run_child({**base, "kind": "rprloc", "schedule": label, "engine": engine,
+                                                "threads": t}) for t in (1, 2)}
+            tasks_done += 2
+            print(f"{label:42s} {engine:8s} " + "  ".join(f"{t} thr {entry[engine][str(t)]['per_organ_s']:.3f} s/organ"
+                                                      for t in (1, 2)), flush=True)
+        entry["naive"] = {"1": run_child({**base, "kind": "rprloc", "schedule": label, "engine": "naive",
+                                          "threads": 1, "repeats": 1})}
+        this, previous, naive = entry["this"]["1"], entry["previous"]["1"], entry["naive"]["1"]
+        entry["speedup_over_previous_1_thread"] = previous["per_organ_s"] / this["per_organ_s"]
+        entry["speedup_over_naive_1_thread"] = naive["per_organ_s"] / this["per_organ_s"]
+        entry["max_point_difference_mm"] = {
+            other: float(np.abs(np.asarray(this["points_mm"]) - np.asarray(entry[other]["1"]["points_mm"])).max())
+            for other in ("previous", "naive")}
+        schedules[label] = entry
+    default_reused = {str(t): run_child({**base, "kind": "rprloc", "schedule": DEFAULT, "engine": "this", "threads": t,
+                                         "reuse_support": True}) for t in (1, 2)}
+    schedules[DEFAULT]["this, support embeddings reused"] = default_reused
+    for label, acc in accuracy_table(args.profile).items():
+        if label in schedules:
+            schedules[label]["validation_accuracy"] = acc
+    template = {m: {str(t): run_child({**base, "kind": "template", "method": m, "threads": t}) for t in (1, 2)}
+                for m in args.template_methods}
+    for m, v in template.items():
+        print(f"template matching {m:10s} " + "  ".join(f"{t} thr {v[t]['per_organ_s']:.3f} s/organ" for t in v), flush=True)
+    fastest = min(template, key=lambda m: template[m]["2"]["per_organ_s"])
+    cli = time_cli(inputs, args.repeats)
+    if cli:
+        print(f"rprloc localize end to end: {cli['wall_s']:.2f} s for {cli['organs']} organs", flush=True)
+    for entry in schedules.values():
+        for engine in ("this", "previous", "naive"):
+            for measured in entry[engine].values():
+                measured.pop("points_mm", None)
+    for measured in default_reused.values():
+        measured.pop("points_mm", None)
     report = {
-        "benchmark": "rprloc_inference", "profile": args.profile, "models": models,
-        "query": {"shape": list(query.shape), "spacing_mm": list(query.spacing),
-                  "kind": "synthetic phantom" if real is None else f"real case {real[1]} (support {real[0]})"},
-        "k": args.k, "organs": len(set(organs)), "points": len(points), "setup_s": setup_s,
-        "inference": inference, "training": training,
-        "device": str(device), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "cpu_count": os.cpu_count(), "load_average_1_5_15min": list(os.getloadavg()),
-        "note": "CPU shared with other jobs: compare naive and batched from the same run only",
-        "python": platform.python_version(), "platform": platform.platform(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "benchmark": "rprloc_inference", "profile": args.profile, "models": inputs["described"],
+        "query": {"shape": list(inputs["query"].shape), "spacing_mm": list(inputs["query"].spacing), "kind": inputs["kind"]},
+        "k": args.k, "organs": len(set(inputs["organs"])), "points": len(inputs["points"]),
+        "default_schedule": DEFAULT, "schedules": schedules, "template_matching": template,
+        "fastest_template_matching": fastest,
+        "default_vs_fastest_template_matching_2_threads":
+            template[fastest]["2"]["per_organ_s"] / schedules[DEFAULT]["this"]["2"]["per_organ_s"],
+        "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(),
+        "load_average_1_5_15min": list(os.getloadavg()), "python": platform.python_version(),
+        "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "note": "each figure: median of the repeats in a fresh child process; ratios from this run only",
     }
     out = args.out or results_dir(args.profile) / "benchmarks" / "rprloc_inference.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(portable_paths(json.dumps(report, indent=2)), encoding="utf-8")
-    print(f"wrote {out}")
+    out.with_suffix(".md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return report
 
 

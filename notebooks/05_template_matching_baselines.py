@@ -120,7 +120,7 @@ template_predictions.predict_all(settings, protocol, parallel=parallel)
 # The methods timed alone must predict exactly what the cached predictions hold (checked below).
 
 # %%
-table3 = tables.table3(settings, protocol, results)
+table3 = tables.table3(settings, protocol)
 print("methods timed alone vs the cached shared predictions: largest IoU difference "
       f"{table3.extra['largest_iou_difference_alone_vs_cached']:.2g} points")
 if not table3.extra["have_rprloc"]:

@@ -2,13 +2,18 @@
 
     k_r_widget(settings, protocol) -> (widget, figure of the default view)
 
-The K / r widget shows RPR-Loc (Mc + Mf) on the first query with the first support for a chosen K
-(runs per landmark) and the models trained with other offset ranges r (notebook 02's r sweep).
-The runs are independent, so K runs are the first K of K_max: each pair of r values is computed
-once with K_max runs (a few seconds) and kept, and moving the K slider only averages and redraws.
+The K / r widget shows RPR-Loc (Mc + Mf, the profile's ensemble and starts) on one of the first
+queries with the first support, for a chosen K (runs per landmark) and the models trained with other
+offset ranges r (notebook 02's r sweep). It answers at once because nothing is computed twice: the
+support embeddings are computed once per model, the K_max starts once per query (K starts are the
+first K of them), and each result is kept. With the paper's mean of positions the K_max runs are
+computed once per (query, r pair) and a K is an average of the first K runs, with no network call;
+with the embedding mean a new K costs one call of K coarse and P fine patches.
 """
 
 from __future__ import annotations
+
+import time
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -21,78 +26,110 @@ from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import models
 from rprloc_core.geometry.boxes import bounding_box, box_from_points
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
-from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
+from rprloc_core.rprloc.inference import draw_starts, encode_supports, localize, stack_organ_landmarks
 
 
 class KrRuns:
-    """K_max runs of Mc + Mf per pair of r values, computed on first use and kept."""
+    """RPR-Loc results for the widget, computed on first use and kept."""
 
-    def __init__(self, settings, support, query, organs):
-        self.settings, self.support, self.query = settings, support, query
-        self.organs = [o for o in organs if o in query.labels and o in support.labels]
+    def __init__(self, settings, support, query_ids, organs):
+        self.settings, self.support, self.query_ids = settings, support, list(query_ids)
+        self.organs = [o for o in organs if o in support.labels]
         self.points, self.organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, self.organs))
         self.models = models.load_models(settings)
-        self.k_max = max(settings.rprloc.inference.k_max, WIDGET_K_MAX)
-        self._runs = {}
+        inference = settings.rprloc.inference
+        self.k_max, self.ensemble, self.starts = max(inference.k_max, WIDGET_K_MAX), inference.ensemble, inference.starts
+        self._embeddings, self._starts, self._results, self._queries = {}, {}, {}, {}
 
-    def final_positions(self, r_coarse: float, r_fine: float):
-        """(positions (K_max, P, 3) after Mc + Mf, seconds per organ of that computation)."""
-        key = (float(r_coarse), float(r_fine))
-        if key not in self._runs:
-            s = self.settings
-            result = localize(self.query.volume, (self.support.volume, self.points),
-                              self.models[models.model_name(s, "coarse", r_coarse)],
-                              self.models[models.model_name(s, "fine", r_fine)], schedule=("coarse", "fine"),
-                              k=self.k_max, ensemble="mean_position",
-                              rng=case_rng(s.seed, self.query.case_id, self.support.case_id),
-                              organ_of_point=self.organ_of_point)
-            self._runs[key] = (result.trajectories_mm[-1], result.wall_s_per_organ)
-        return self._runs[key]
+    def query(self, query_id: str):
+        """The query case, loaded on first use."""
+        if query_id not in self._queries:
+            self._queries[query_id] = dataset.load_case(self.settings, query_id)
+        return self._queries[query_id]
+
+    def _model_names(self, r_coarse, r_fine):
+        s = self.settings
+        return models.model_name(s, "coarse", r_coarse), models.model_name(s, "fine", r_fine)
+
+    def _support_embeddings(self, names):
+        if names not in self._embeddings:
+            self._embeddings[names] = encode_supports((self.support.volume, self.points),
+                                                      {"coarse": self.models[names[0]], "fine": self.models[names[1]]})
+        return self._embeddings[names]
+
+    def _start_positions(self, query_id):
+        """K_max start positions (K_max, P, 3) of this query, drawn once (seeded by the pair)."""
+        if query_id not in self._starts:
+            self._starts[query_id] = draw_starts(self.query(query_id).volume, self.k_max, len(self.points),
+                                                 case_rng(self.settings.seed, query_id, self.support.case_id),
+                                                 self.starts)
+        return self._starts[query_id]
+
+    def predict(self, query_id: str, k: int, r_coarse: float, r_fine: float):
+        """(predicted points (P, 3), seconds this view took to compute: 0 when it was kept)."""
+        names = self._model_names(r_coarse, r_fine)
+        reuse_runs = self.ensemble == "mean_position"        # K runs = the first K of K_max: compute K_max once
+        key = (query_id, names, None if reuse_runs else int(k))
+        if key not in self._results:
+            t0 = time.perf_counter()
+            k_run = self.k_max if reuse_runs else int(k)
+            result = localize(self.query(query_id).volume, (self.support.volume, self.points),
+                              self.models[names[0]], self.models[names[1]], schedule=("coarse", "fine"), k=k_run,
+                              ensemble=self.ensemble, start_mm=self._start_positions(query_id)[:k_run],
+                              support_embeddings=self._support_embeddings(names), rng=np.random.default_rng(0))
+            self._results[key] = (result.trajectories_mm[-1], time.perf_counter() - t0)
+            seconds = self._results[key][1]
+        else:
+            seconds = 0.0
+        final = self._results[key][0]
+        return final[: int(k)].mean(axis=0), seconds
 
 
 WIDGET_K_MAX = 40
+WIDGET_QUERIES = 5
 
 
-def k_r_view(runs: KrRuns, k: int, r_coarse: float, r_fine: float):
-    """The query's true and predicted boxes for one K and pair of r values, with the metrics."""
-    positions, seconds = runs.final_positions(r_coarse, r_fine)
-    points = positions[: int(k)].mean(axis=0)
-    query = runs.query
+def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float):
+    """The query's true and predicted boxes for one query, K and pair of r values, with the metrics."""
+    points, seconds = runs.predict(query_id, k, r_coarse, r_fine)
+    query = runs.query(query_id)
     boxes, lines = {}, []
     organ_of_point = np.asarray(runs.organ_of_point)
-    for organ in runs.organs:
+    organs = [o for o in runs.organs if o in query.labels]
+    for organ in organs:
         pts = points[organ_of_point == organ]
         m = score_prediction(query, organ, pts, "extreme")
         boxes[f"{organ} true"] = (bounding_box(query.labels[organ]), ORGAN_COLOURS[organ], "-")
         boxes[f"{organ} predicted"] = (box_from_points(query.mm_to_idx(pts)), ORGAN_COLOURS[organ], "--")
         lines.append(f"{organ}: IoU {m['iou_pct']:.0f} %, AWD {m['awd_mm']:.1f} mm")
-    centre = np.argwhere(query.labels[runs.organs[0]]).mean(axis=0)
+    centre = np.argwhere(query.labels[organs[0]]).mean(axis=0)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
     boxes_in_views(axes, query, boxes, centre,
                    title=f"{query.case_id}, K = {k}, r_c = {r_coarse:g} mm, r_f = {r_fine:g} mm")
-    fig.suptitle(" · ".join(lines) + f"  (these r: {runs.k_max} runs computed once, {seconds:.2f} s per organ)",
-                 fontsize=8)
+    how = "kept from before" if seconds == 0 else f"computed in {seconds:.2f} s for {len(organs)} organs"
+    fig.suptitle(" · ".join(lines) + f"  ({how})", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def k_r_widget(settings, protocol):
-    """Displays the K / r controls with their output, and returns (widget, default figure)."""
-    runs = KrRuns(settings, dataset.load_case(settings, protocol.supports[0]),
-                  dataset.load_case(settings, protocol.queries[0]), protocol.organs)
+    """Displays the query / K / r controls with their output, and returns (widget, default figure)."""
+    queries = list(protocol.queries[:WIDGET_QUERIES])
+    runs = KrRuns(settings, dataset.load_case(settings, protocol.supports[0]), queries, protocol.organs)
     r_coarse = models.sweep_r_values(settings, "coarse")
     r_fine = models.sweep_r_values(settings, "fine")
     k = settings.rprloc.inference.k
     output = widgets.Output()
 
-    def on_change(k, r_coarse, r_fine):
+    def on_change(query, k, r_coarse, r_fine):
         with output:
             output.clear_output(wait=True)
-            plt.show(k_r_view(runs, k, r_coarse, r_fine))
+            plt.show(k_r_view(runs, query, k, r_coarse, r_fine))
 
-    controls = widgets.interactive(on_change, k=widgets.IntSlider(value=k, min=1, max=runs.k_max, description="K"),
+    controls = widgets.interactive(on_change, query=widgets.Dropdown(options=queries, description="query"),
+                                   k=widgets.IntSlider(value=k, min=1, max=runs.k_max, description="K"),
                                    r_coarse=widgets.Dropdown(options=r_coarse, description="r_c (mm)"),
                                    r_fine=widgets.Dropdown(options=r_fine, description="r_f (mm)"))
-    box = widgets.VBox([*controls.children[:3], output])
+    box = widgets.VBox([*controls.children[:4], output])
     display(box)
-    return box, k_r_view(runs, k, r_coarse[0], r_fine[0])
+    return box, k_r_view(runs, queries[0], k, r_coarse[0], r_fine[0])

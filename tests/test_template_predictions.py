@@ -100,13 +100,3 @@ def test_seconds_per_organ_counts_each_query_once():
     timed = pd.DataFrame({"method": ["A", "A", "A", "B"], "query": ["q1", "q1", "q2", "q1"],
                           "time_s": [1.0, 1.0, 3.0, 0.5]})
     assert template_predictions.seconds_per_organ(timed).to_dict() == {"A": 2.0, "B": 0.5}
-
-
-def test_rprloc_time_from_the_benchmark_json(tmp_path):
-    assert template_predictions.rprloc_benchmark_time(tmp_path) is None
-    (tmp_path / "benchmarks").mkdir()
-    report = {"inference": {"coarse+fine": {"schedule": ["coarse", "fine"], "batched": {"total_s": 2.0, "per_organ_s": 0.5}}},
-              "models": {"kind": "checkpoints"}, "query": {"shape": [107, 125, 150]}, "k": 15, "torch_threads": 1}
-    (tmp_path / "benchmarks" / "rprloc_inference.json").write_text(__import__("json").dumps(report))
-    got = template_predictions.rprloc_benchmark_time(tmp_path)
-    assert got["seconds_per_organ"] == 0.5 and got["models"] == "checkpoints" and got["k"] == 15

@@ -49,6 +49,9 @@ class Schedule:
 # The candidates, in the order the table lists them. The first is the paper's Mc + Mf.
 CANDIDATES = (
     Schedule(("coarse", "fine")),
+    Schedule(("coarse",)),
+    Schedule(("coarse", "coarse")),
+    Schedule(("coarse", "fine"), "independent", "mean_embedding"),
     Schedule(("coarse", "fine"), "shared"),
     Schedule(("coarse", "fine"), "shared", "mean_embedding"),
     Schedule(("coarse", "coarse"), "shared"),

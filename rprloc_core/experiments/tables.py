@@ -7,7 +7,7 @@ computed from the cached predictions or the data, never from a notebook's variab
     table1(settings, protocol)               -> paper Table 1 (notebook 04)
     table2(settings, protocol)               -> paper Table 2 (notebook 03)
     r_sweep_table(settings, protocol)        -> notebook 03
-    table3(settings, protocol, results)      -> paper Table 3 with its timing (notebook 05)
+    table3(settings, protocol)               -> paper Table 3 with its timing (notebook 05)
 
 The paper tables come back as a `PaperTable`: the summary (mean and SD over supports, with the
 paper's numbers as paper_* columns) and the per-query rows behind it; `write_paper_table` saves both.
@@ -158,7 +158,7 @@ def r_sweep_table(settings, protocol) -> pd.DataFrame:
 TEMPLATE_ORDER = tuple(TEMPLATE_LABELS.values())
 
 
-def table3(settings, protocol, results: Path) -> PaperTable:
+def table3(settings, protocol) -> PaperTable:
     """Paper Table 3: the five template-matching baselines and RPR-Loc (Mc + Mf, the profile's K;
     the authors' embedding-average variant when `rprloc.inference.ensemble` says so) on the same
     supports and queries, accuracy from the cached predictions, seconds per organ from each method
@@ -182,12 +182,6 @@ def table3(settings, protocol, results: Path) -> PaperTable:
     side_by_side = template_predictions.seconds_per_organ(timed)
     times = side_by_side.to_dict()
     sources = {m: f"measured here: alone, {len(timing_queries)} queries, support {support}" for m in times}
-    benchmark = template_predictions.rprloc_benchmark_time(results)
-    if have_rprloc and benchmark is not None:
-        # Table 3's RPR-Loc time comes from the dedicated benchmark when it has been run
-        times[RPRLOC_LABEL] = benchmark["seconds_per_organ"]
-        sources[RPRLOC_LABEL] = (f"{benchmark['source']} ({benchmark['models']}, {benchmark['query_kind']} "
-                                 f"{benchmark['query_shape']}, K = {benchmark['k']})")
     timing = pd.DataFrame({"method": side_by_side.index, "seconds_per_organ_side_by_side": side_by_side.values,
                            "seconds_per_organ_in_table": [times[m] for m in side_by_side.index],
                            "source_in_table": [sources[m] for m in side_by_side.index],

@@ -14,7 +14,6 @@ Predictions and times are computed separately, on purpose:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from functools import lru_cache
@@ -248,20 +247,6 @@ def seconds_per_organ(timed: pd.DataFrame) -> pd.Series:
     """method -> mean seconds per organ per query (each query's time counted once)."""
     per_query = timed.groupby(["method", "query"], sort=False)["time_s"].first()
     return per_query.groupby(level="method", sort=False).mean()
-
-
-def rprloc_benchmark_time(results: Path) -> dict | None:
-    """RPR-Loc's batched Mc + Mf seconds per organ from benchmarks/rprloc_inference.py's JSON
-    (results/<profile>/benchmarks/rprloc_inference.json), with what it was measured on; None if
-    that benchmark has not been run."""
-    path = Path(results) / "benchmarks" / "rprloc_inference.json"
-    if not path.is_file():
-        return None
-    report = json.loads(path.read_text(encoding="utf-8"))
-    return {"seconds_per_organ": float(report["inference"]["coarse+fine"]["batched"]["per_organ_s"]),
-            "source": "benchmarks/rprloc_inference.json", "models": report.get("models", {}).get("kind"),
-            "query_shape": report.get("query", {}).get("shape"), "query_kind": report.get("query", {}).get("kind"),
-            "k": report.get("k"), "torch_threads": report.get("torch_threads")}
 
 
 def largest_difference_from_cache(timed: pd.DataFrame, per_query: pd.DataFrame) -> float:

@@ -282,13 +282,19 @@ def _patch_centres(grid: Volume, pos_mm: np.ndarray) -> tuple[np.ndarray, np.nda
     return idx, grid.idx_to_mm(idx)
 
 
-def _initial_positions(query: Volume, k: int, n_points: int, rng: np.random.Generator) -> np.ndarray:
-    """(K, P, 3) mm: independent uniform non-air voxels of the query's base grid."""
+def draw_starts(query: Volume, k: int, n_points: int, rng: np.random.Generator,
+                starts: str = "independent") -> np.ndarray:
+    """Start positions (K, P, 3) mm: uniform non-air voxels of the query's base grid, independent
+    per landmark or the same K for every landmark ("shared")."""
+    if starts not in STARTS:
+        raise ValueError(f"starts must be one of {STARTS}, not {starts!r}")
+    drawn = k * (1 if starts == "shared" else n_points)
     try:
-        idx = draw_nonair_voxels(query.array, k * n_points, rng)
+        idx = draw_nonair_voxels(query.array, drawn, rng)
     except ValueError as exc:
         raise ValueError(f"query: {exc}") from exc
-    return query.idx_to_mm(idx).reshape(k, n_points, 3)
+    positions = query.idx_to_mm(idx).reshape(k, -1, 3)
+    return np.broadcast_to(positions, (k, n_points, 3))
 
 
 def _timing(wall_s, organ_of_point):
@@ -322,8 +328,6 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
         query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device)
-    if starts not in STARTS:
-        raise ValueError(f"starts must be one of {STARTS}, not {starts!r}")
     lo_mm, hi_mm = query.extent_mm()
     with _eval_mode([s.model for s in specs.values()]):
         if support_embeddings is None:
@@ -340,8 +344,7 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
             cutters[name] = (qgrid, PatchCutter(qgrid.array, spec.patch_size, device))  # query padded once
 
         if start_mm is None:
-            pos = _initial_positions(query, k, 1 if starts == "shared" else n_points, rng)
-            pos = np.broadcast_to(pos, (k, n_points, 3))                           # (K, P, 3) mm
+            pos = draw_starts(query, k, n_points, rng, starts)                     # (K, P, 3) mm
         else:
             pos = np.asarray(start_mm, dtype=float)
             if pos.shape != (k, n_points, 3):
@@ -397,8 +400,7 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
                     p_support[name][p] += embed_one(spec, g, points[p])[0] / len(supports)
         query_grids = {name: grid(query, spec, "query") for name, spec in specs.items()}
 
-        start = _initial_positions(query, k, 1 if starts == "shared" else n_points, rng)
-        start = np.broadcast_to(start, (k, n_points, 3))
+        start = draw_starts(query, k, n_points, rng, starts)
         trajectory = np.zeros((len(schedule) + 1, k, n_points, 3))
         trajectory[0] = start
         for p in range(n_points):
