@@ -7,7 +7,7 @@ Layers, bottom to top (a module may import its own layer or any layer below, nev
   3  settings
   4  evaluation/*
   5  experiments/*
-  6  gui, cli, reproduce
+  6  gui, cli, reproduce, compare_results
 """
 
 import ast
@@ -18,7 +18,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "rprloc_core"
 LAYERS = {"errors": 0, "paths": 0, "metrics": 0, "reporting": 0, "plotting": 0, "geometry": 0,
           "data": 1, "rprloc": 2, "baselines": 2, "settings": 3, "evaluation": 4, "experiments": 5,
-          "gui": 6, "cli": 6, "reproduce": 6}
+          "gui": 6, "cli": 6, "reproduce": 6, "compare_results": 6}
 
 
 def module_name(path: Path) -> str:

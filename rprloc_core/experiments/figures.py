@@ -193,6 +193,26 @@ def self_localisation_errors(axis_table, per_run):
     return fig
 
 
+def schedule_tradeoff(schedule_table, default_label: str | None = None):
+    """Validation IoU against seconds per organ (log scale), one point per schedule; the paper's
+    Mc > Mf and the chosen default are marked."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for i, row in enumerate(schedule_table.to_dict("records")):
+        label = row["schedule"]
+        style = dict(marker="*", s=180, color="C3") if label == default_label else \
+            dict(marker="s", s=70, color="k") if i == 0 else dict(marker="o", s=40, color="C0")
+        ax.scatter(row["s/organ"], row["IoU %"], zorder=3, **style)
+        ax.annotate(label, (row["s/organ"], row["IoU %"]), xytext=(5, 3), textcoords="offset points", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per organ (one thread, support embedded once per pair)")
+    ax.set_ylabel("mean IoU on validation patients (%)")
+    ax.set_title("Inference schedules on validation patients (square: the paper's Mc > Mf; star: the default)",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------- notebook 04
 
 def table1_chart(table1):

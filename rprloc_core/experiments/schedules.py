@@ -64,8 +64,10 @@ CANDIDATES = (
 )
 
 
-def validation_protocol(settings, n_supports: int = 3, organs=HAN_ORGANS) -> Protocol:
-    """Supports: n training patients with every organ (seeded); queries: the validation patients."""
+def validation_protocol(settings, organs=HAN_ORGANS) -> Protocol:
+    """Supports: `rprloc.inference.n_supports` training patients with every organ (seeded);
+    queries: the validation patients."""
+    n_supports = settings.rprloc.inference.n_supports
     table = dataset.case_table(settings)
     pool = table[(table.split == "train") & table.organs.map(lambda o: all(x in o for x in organs))]
     ids = sorted(pool.case_id, key=lambda c: (len(c), c))
@@ -146,4 +148,11 @@ def schedule_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataF
     table["IoU vs Mc > Mf (pts)"] = pd.Series(deltas)
     table["s/organ"] = by_method.time_s.mean()
     order = [c.label for c in CANDIDATES if c.label in table.index]
-    return table.loc[order].round(3).rename_axis("schedule")
+    return table.loc[order].round(3).rename_axis("schedule").reset_index()
+
+
+def default_schedule(settings) -> Schedule:
+    """The profile's default schedule (Table 3's RPR-Loc row, the CLI, the widget): Mc > Mf with
+    `rprloc.inference.starts` and `.ensemble`."""
+    inference = settings.rprloc.inference
+    return Schedule(("coarse", "fine"), inference.starts, inference.ensemble)
