@@ -329,8 +329,9 @@ def main(argv=None) -> int:
     q.add_argument("--ensemble", choices=ENSEMBLES, default="mean_embedding",
                    help="how the K runs are combined (default mean_embedding: chosen on validation patients, "
                         "notebook 03; mean_position is the paper's text)")
-    q.add_argument("--starts", choices=STARTS, default="shared",
-                   help="K starts shared by every landmark (default; one query patch per start) or independent")
+    q.add_argument("--starts", choices=STARTS, default="pooled",
+                   help="pooled (default: each landmark's K starts from one pool of 4K, chosen on validation "
+                        "patients), independent (K per landmark, the paper) or shared (the same K for all)")
     args = parser.parse_args(argv)
     try:
         return train_command(args) if args.command == "train" else localize_command(args)

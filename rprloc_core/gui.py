@@ -38,7 +38,8 @@ class KrRuns:
         self.points, self.organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, self.organs))
         self.models = models.load_models(settings)
         inference = settings.rprloc.inference
-        self.k_max, self.ensemble, self.starts = max(inference.k_max, WIDGET_K_MAX), inference.ensemble, inference.starts
+        self.k_max, self.ensemble = max(inference.k_max, WIDGET_K_MAX), inference.ensemble
+        self.starts, self.pool_factor = inference.starts, inference.pool_factor
         self._embeddings, self._starts, self._results, self._queries = {}, {}, {}, {}
 
     def query(self, query_id: str):
@@ -62,7 +63,7 @@ class KrRuns:
         if query_id not in self._starts:
             self._starts[query_id] = draw_starts(self.query(query_id).volume, self.k_max, len(self.points),
                                                  case_rng(self.settings.seed, query_id, self.support.case_id),
-                                                 self.starts)
+                                                 self.starts, self.pool_factor)
         return self._starts[query_id]
 
     def predict(self, query_id: str, k: int, r_coarse: float, r_fine: float):

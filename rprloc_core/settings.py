@@ -73,7 +73,8 @@ class InferenceSettings:
     n_supports: int = 3                   # support images drawn from the validation split
     n_queries: int | None = None          # None: every test patient
     ensemble: str = "mean_position"       # how the default schedule combines the K runs
-    starts: str = "independent"           # the default schedule's starts: per landmark, or shared by all
+    starts: str = "independent"           # the default schedule's starts (see inference.draw_starts)
+    pool_factor: int = 4                  # "pooled" starts: a pool of pool_factor x K
     r_sweep_queries: int | None = None    # queries of the r table (None: all)
 
     def __post_init__(self):
@@ -83,8 +84,15 @@ class InferenceSettings:
             raise SettingsError(f"rprloc.inference.ensemble must be one of {ENSEMBLES}, not {self.ensemble!r}")
         if self.starts not in STARTS:
             raise SettingsError(f"rprloc.inference.starts must be one of {STARTS}, not {self.starts!r}")
+        if self.pool_factor < 1:
+            raise SettingsError(f"rprloc.inference.pool_factor must be >= 1, got {self.pool_factor}")
         if self.n_supports < 1:
             raise SettingsError(f"rprloc.inference.n_supports must be >= 1, got {self.n_supports}")
+
+    @property
+    def default_options(self) -> dict:
+        """The `localize` options of the default schedule (Mc + Mf): ensemble, starts, pool."""
+        return {"ensemble": self.ensemble, "starts": self.starts, "pool_factor": self.pool_factor}
 
     @property
     def k_values(self) -> tuple:

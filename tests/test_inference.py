@@ -9,6 +9,7 @@ from torch import nn
 
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.inference import (
+    draw_starts,
     drop_missing_landmarks,
     encode_supports,
     grid_for_model,
@@ -156,6 +157,22 @@ def test_shared_starts_and_average_step_embed_each_patch_once():
         localize(vol, (vol, pts), oracle, schedule=("average",), rng=np.random.default_rng(0))
 
 
+def test_pooled_starts_are_distinct_per_landmark_and_cost_one_pool():
+    vol = encoded_volume()
+    pts = support_points(vol)
+    starts = draw_starts(vol, 5, 6, np.random.default_rng(0), "pooled", pool_factor=3)
+    assert starts.shape == (5, 6, 3)
+    assert len(np.unique(starts.reshape(-1, 3), axis=0)) <= 15
+    for p in range(6):                                                   # K distinct pool entries per landmark
+        assert len(np.unique(starts[:, p], axis=0)) == len({tuple(v) for v in starts[:, p]})
+    assert not np.array_equal(starts[:, 0], starts[:, 1])
+    oracle = PositionOracle((4, 6, 6))
+    res = localize(vol, (vol, pts), oracle, starts="pooled", pool_factor=3, rng=np.random.default_rng(0), k=5)
+    assert oracle.patches <= 6 + 15 and np.abs(res.points_mm - pts).max() < 1e-3
+    with pytest.raises(ValueError, match="pool_factor"):
+        draw_starts(vol, 5, 6, np.random.default_rng(0), "pooled", pool_factor=0)
+
+
 def test_support_embeddings_computed_once_give_the_same_result():
     vol = encoded_volume()
     pts = support_points(vol)
@@ -182,6 +199,7 @@ def test_few_shot_averages_support_embeddings():
     ("mean_position", ("coarse", "fine"), "independent"),
     ("mean_embedding", ("coarse", "fine"), "independent"),
     ("mean_position", ("coarse", "average", "fine", "fine"), "shared"),
+    ("mean_embedding", ("coarse", "fine"), "pooled"),
 ])
 def test_batched_engine_equals_naive_loop(ensemble, schedule, starts):
     rng = np.random.default_rng(0)

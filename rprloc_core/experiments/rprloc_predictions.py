@@ -39,7 +39,7 @@ def cache(settings, strategy: str) -> PredictionCache:
     the inference settings the cached predictions depend on."""
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
-           "k_authors": inference.k, "starts_authors": inference.starts, "seed": settings.seed, "stages": list(STAGES)}
+           "k_authors": inference.k, "starts_authors": [inference.starts, inference.pool_factor], "seed": settings.seed, "stages": list(STAGES)}
     return PredictionCache.for_method(settings, f"rprloc-{strategy}", key)
 
 
@@ -66,8 +66,8 @@ def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs
                     schedule=("fine",), start_mm=coarse.trajectories_mm[1], **common)
     authors = localize(query.volume, (support.volume, points), models["coarse"], models["fine"],
                        rng=case_rng(settings.seed, query_id, support_id), schedule=("coarse", "fine"),
-                       ensemble="mean_embedding", starts=inference.starts, organ_of_point=organ_of_point,
-                       k=inference.k)
+                       ensemble="mean_embedding", starts=inference.starts, pool_factor=inference.pool_factor,
+                       organ_of_point=organ_of_point, k=inference.k)
     trajectories = np.concatenate([coarse.trajectories_mm, fine.trajectories_mm[1:]])   # (5, K, P, 3)
     store.write(support_id, query_id, organ_of_point, trajectories_mm=trajectories.astype(np.float32),
                 authors_points_mm=authors.points_mm, wall_s_coarse3=coarse.wall_s, wall_s_fine=fine.wall_s,
@@ -123,15 +123,15 @@ def score(settings, protocol, strategy: str, stages_and_k, labels: dict) -> pd.D
     return frame
 
 
-def rprloc_method(coarse, fine=None, schedule=("coarse",), k: int = 15, ensemble: str = "mean_position",
-                  seed: int = 0, device=None, starts: str = "independent") -> Method:
+def rprloc_method(coarse, fine=None, schedule=("coarse",), k: int = 15, seed: int = 0, device=None,
+                  **options) -> Method:
     """RPR-Loc as an evaluation method (run now, not cached): all organs' landmarks localized in
-    one batched call."""
+    one batched call. `options`: further `localize` options (ensemble, starts, pool_factor)."""
     def predict(query, support, support_points):
         points, organ_of_point, _ = stack_organ_landmarks(support_points)
         result = localize(query.volume, (support.volume, points), coarse, fine,
                           rng=case_rng(seed, query.case_id, support.case_id), schedule=tuple(schedule), k=k,
-                          ensemble=ensemble, organ_of_point=organ_of_point, device=device, starts=starts)
+                          organ_of_point=organ_of_point, device=device, **options)
         return result.points_by_organ(), result.wall_s
 
     return predict

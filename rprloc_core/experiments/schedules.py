@@ -9,8 +9,8 @@ authors' code's mean of embeddings).
 The validation protocol: supports drawn (seeded) from the training patients, queries = every
 validation patient with at least one of the organs. The test supports are validation patients too,
 so they appear here as queries, which tunes nothing about the test queries. Each candidate runs
-from fresh generators seeded by the pair, so candidates with the same `starts` share their starts:
-the comparison is paired.
+from a fresh generator seeded by the pair, so candidates with the same starts share them: the
+comparison is paired.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.protocol import Protocol, case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments.models import load_models, models_hash
-from rprloc_core.rprloc.inference import encode_supports, localize, stack_organ_landmarks
+from rprloc_core.rprloc.inference import POOL_FACTOR, encode_supports, localize, stack_organ_landmarks
 
 
 @dataclass(frozen=True)
@@ -36,14 +36,19 @@ class Schedule:
     steps: tuple
     starts: str = "independent"
     ensemble: str = "mean_position"
+    pool_factor: int = POOL_FACTOR
 
     @property
     def label(self) -> str:
         names = {"coarse": "Mc", "fine": "Mf", "average": "avg"}
         text = " > ".join(names[s] for s in self.steps)
-        extras = [e for e in (self.starts == "shared" and "shared starts",
-                              self.ensemble == "mean_embedding" and "embedding mean") if e]
+        starts = {"independent": None, "shared": "shared starts",
+                  "pooled": f"pooled starts x{self.pool_factor}"}[self.starts]
+        extras = [e for e in (starts, self.ensemble == "mean_embedding" and "embedding mean") if e]
         return text + (f" ({', '.join(extras)})" if extras else "")
+
+    def options(self) -> dict:
+        return {"ensemble": self.ensemble, "starts": self.starts, "pool_factor": self.pool_factor}
 
 
 # The candidates, in the order the table lists them. The first is the paper's Mc + Mf.
@@ -54,13 +59,12 @@ CANDIDATES = (
     Schedule(("coarse", "fine"), "independent", "mean_embedding"),
     Schedule(("coarse", "fine"), "shared"),
     Schedule(("coarse", "fine"), "shared", "mean_embedding"),
-    Schedule(("coarse", "coarse"), "shared"),
+    Schedule(("coarse", "fine"), "pooled", "mean_embedding", 2),
+    Schedule(("coarse", "fine"), "pooled", "mean_embedding", 4),
+    Schedule(("coarse", "fine"), "pooled", "mean_embedding", 8),
     Schedule(("coarse", "average", "fine"), "shared"),
     Schedule(("coarse", "average", "fine", "fine"), "shared"),
-    Schedule(("coarse", "average", "fine", "fine", "fine"), "shared"),
-    Schedule(("coarse", "average", "coarse", "fine", "fine"), "shared"),
     Schedule(("coarse", "coarse", "average", "fine", "fine"), "shared"),
-    Schedule(("coarse", "fine", "average", "fine"), "shared"),
 )
 
 
@@ -88,6 +92,27 @@ def _models(settings):
     return load_models(settings, ["coarse", "fine"])
 
 
+def run_candidates(query, support_volume, points, organ_of_point, models, embeddings, seed_rng, k: int) -> dict:
+    """{candidate label: (points (P, 3), seconds)} for every candidate on one pair.
+
+    A candidate whose steps extend another's with the same starts and ensemble continues from the
+    positions that one reached (the state between steps is only the K positions), and its time is
+    the sum of both parts: Mc, Mc > Mc and Mc > Mf share their first step."""
+    done: dict[tuple, tuple] = {}       # (starts, pool, ensemble, steps) -> (positions (K, P, 3), seconds)
+    out = {}
+    for candidate in CANDIDATES:
+        base = (candidate.starts, candidate.pool_factor, candidate.ensemble)
+        prefix = max((n for n in range(1, len(candidate.steps)) if (*base, candidate.steps[:n]) in done), default=0)
+        start, seconds = done[(*base, candidate.steps[:prefix])] if prefix else (None, 0.0)
+        result = localize(query.volume, (support_volume, points), models["coarse"], models["fine"],
+                          rng=seed_rng(), schedule=candidate.steps[prefix:], k=k, start_mm=start,
+                          organ_of_point=organ_of_point, support_embeddings=embeddings, **candidate.options())
+        for n in range(1, len(candidate.steps) - prefix + 1):
+            done[(*base, candidate.steps[:prefix + n])] = (result.trajectories_mm[n], seconds + result.wall_s)
+        out[candidate.label] = (result.points_mm, seconds + result.wall_s)
+    return out
+
+
 def compute_pair(settings, support_id: str, query_id: str, k: int, organs=HAN_ORGANS) -> None:
     store = _cache(settings, k)
     if store.has(support_id, query_id):
@@ -97,14 +122,11 @@ def compute_pair(settings, support_id: str, query_id: str, k: int, organs=HAN_OR
     wanted = [o for o in organs if o in query.labels]
     points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
     embeddings = encode_supports((support.volume, points), models)
+    runs = run_candidates(query, support.volume, points, organ_of_point, models, embeddings,
+                          lambda: case_rng(settings.seed, query_id, support_id), k)
     arrays = {}
     for i, candidate in enumerate(CANDIDATES):
-        result = localize(query.volume, (support.volume, points), models["coarse"], models["fine"],
-                          rng=case_rng(settings.seed, query_id, support_id), schedule=candidate.steps, k=k,
-                          starts=candidate.starts, ensemble=candidate.ensemble, organ_of_point=organ_of_point,
-                          support_embeddings=embeddings)
-        arrays[f"points_{i}"] = result.points_mm
-        arrays[f"wall_s_{i}"] = np.array(result.wall_s)
+        arrays[f"points_{i}"], arrays[f"wall_s_{i}"] = runs[candidate.label][0], np.array(runs[candidate.label][1])
     store.write(support_id, query_id, organ_of_point, **arrays)
 
 
@@ -153,6 +175,5 @@ def schedule_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataF
 
 def default_schedule(settings) -> Schedule:
     """The profile's default schedule (Table 3's RPR-Loc row, the CLI, the widget): Mc > Mf with
-    `rprloc.inference.starts` and `.ensemble`."""
-    inference = settings.rprloc.inference
-    return Schedule(("coarse", "fine"), inference.starts, inference.ensemble)
+    the options of `rprloc.inference`."""
+    return Schedule(("coarse", "fine"), **settings.rprloc.inference.default_options)

@@ -136,7 +136,8 @@ def table2(settings, protocol) -> PaperTable:
 
 def r_sweep_table(settings, protocol) -> pd.DataFrame:
     """Mc + Mf with each swept r (the other model at its main r), first support, the first
-    `r_sweep_queries` queries, K from the profile: run now with the sweep models."""
+    `r_sweep_queries` queries, K, ensemble and starts from the profile (the default schedule, as
+    in the widget): run now with the sweep models."""
     inference = settings.rprloc.inference
     queries = protocol.queries[: inference.r_sweep_queries or len(protocol.queries)]
     r_coarse, r_fine = models.sweep_r_values(settings, "coarse"), models.sweep_r_values(settings, "fine")
@@ -145,7 +146,8 @@ def r_sweep_table(settings, protocol) -> pd.DataFrame:
     for r_c, r_f in [(r, r_fine[0]) for r in r_coarse] + [(r_coarse[0], r) for r in r_fine[1:]]:
         method = rprloc_predictions.rprloc_method(available[models.model_name(settings, "coarse", r_c)],
                                                   available[models.model_name(settings, "fine", r_f)],
-                                                  ("coarse", "fine"), k=inference.k, seed=settings.seed)
+                                                  ("coarse", "fine"), k=inference.k, seed=settings.seed,
+                                                  **inference.default_options)
         frame = evaluate(settings, method, "Mc + Mf", protocol.supports[:1], queries, progress=False)
         mean = summarize(frame).query("organ == 'Mean'").iloc[0]
         rows.append({"r_coarse_mm": r_c, "r_fine_mm": r_f, "iou_pct": mean.iou_pct, "awd_mm": mean.awd_mm,

@@ -9,7 +9,7 @@ import numpy as np
 
 # How the K runs of one landmark are combined (see rprloc_core.rprloc.inference).
 ENSEMBLES = ("mean_position", "mean_embedding")
-STARTS = ("independent", "shared")
+STARTS = ("independent", "shared", "pooled")
 
 # Fields a resumed run may change without changing what is being trained.
 RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
