@@ -9,7 +9,7 @@ ONLY ?=
 SHARED_OPENKBP := $(wildcard $(CURDIR)/../shared/datasets/openkbp)
 export RPRLOC_OPENKBP_SOURCE ?= $(SHARED_OPENKBP)
 
-.PHONY: reproduce test train env smoke benchmarks clean-env
+.PHONY: reproduce test check-results train env smoke benchmarks clean-env
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ reproduce: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# Regenerate the profile's results into a scratch folder (never over results/) and compare every
+# committed table with its new version (numbers within a tolerance, timings not compared).
+# After a deliberate change, `make reproduce` rewrites results/ (which is the baseline): commit it.
+SCRATCH ?= $(CURDIR)/.scratch-results
+check-results: $(VENV)/.installed
+	rm -rf $(SCRATCH)
+	RPRLOC_RESULTS_DIR=$(SCRATCH) $(PY) -m rprloc_core.reproduce --profile $(PROFILE) --quiet
+	$(PY) -m rprloc_core.compare_results results/$(PROFILE) $(SCRATCH)/$(PROFILE)
+
 # Retrain the profile's models into data/ (resumable; the committed release is never touched).
 # To publish them as the new release: add PUBLISH="--publish --overwrite".
 train: $(VENV)/.installed
@@ -37,6 +46,7 @@ smoke: $(VENV)/.installed
 
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/data_pipeline.py --profile $(PROFILE)
+	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE)
 
 clean-env:
 	rm -rf $(VENV)

@@ -41,18 +41,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rprloc_core.experiments.schedules import Schedule, default_schedule  # noqa: E402
+
 DEMO_SHAPE, DEMO_SPACING = (107, 125, 150), (3.0, 2.0, 2.0)
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid")
 
-# label -> (steps, ensemble, starts); labels are those of rprloc_core.experiments.schedules.Schedule
-SCHEDULES = {
-    "Mc": (("coarse",), "mean_position", "independent"),
-    "Mc > Mc": (("coarse", "coarse"), "mean_position", "independent"),
-    "Mc > Mf": (("coarse", "fine"), "mean_position", "independent"),
-    "Mc > Mf (embedding mean)": (("coarse", "fine"), "mean_embedding", "independent"),
-    "Mc > Mf (shared starts, embedding mean)": (("coarse", "fine"), "mean_embedding", "shared"),
-}
-DEFAULT = "Mc > Mf (shared starts, embedding mean)"
+# The schedules timed (labels as in notebook 03's validation table); the profile's default is added.
+SCHEDULES = (
+    Schedule(("coarse",)),
+    Schedule(("coarse", "coarse")),
+    Schedule(("coarse", "fine")),
+    Schedule(("coarse", "fine"), "independent", "mean_embedding"),
+    Schedule(("coarse", "fine"), "shared", "mean_embedding"),
+)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -195,22 +196,23 @@ def measure(task: dict) -> dict:
 
     from rprloc_core.rprloc.inference import encode_supports, localize, localize_naive
 
-    steps, ensemble, starts = SCHEDULES[task["schedule"]]
+    schedule = Schedule(tuple(task["steps"]), task["starts"], task["ensemble"], task["pool_factor"])
     batch_size = 16
     if task["engine"] == "previous":
         coarse, fine, batch_size = with_previous_norm(coarse), with_previous_norm(fine), 64
+    flops = {"coarse": flops_per_patch(coarse), "fine": flops_per_patch(fine)}   # before the counting hooks
     patches = {"coarse": 0, "fine": 0}
     for role, model in (("coarse", coarse), ("fine", fine)):
         model.register_forward_hook(lambda m, i, o, role=role: patches.__setitem__(role, patches[role] + len(i[0])))
     reused = encode_supports((support, points), {"coarse": coarse, "fine": fine}) if task.get("reuse_support") else None
 
     def call(seed):
-        kwargs = dict(schedule=steps, k=task["k"], ensemble=ensemble, organ_of_point=organs,
+        kwargs = dict(schedule=schedule.steps, k=task["k"], ensemble=schedule.ensemble, organ_of_point=organs,
                       rng=np.random.default_rng(seed))
         if task["engine"] == "naive":
-            return localize_naive(query, (support, points), coarse, fine, starts=starts, **kwargs)
-        return localize(query, (support, points), coarse, fine, starts=starts, batch_size=batch_size,
-                        support_embeddings=reused, **kwargs)
+            return localize_naive(query, (support, points), coarse, fine, starts=schedule.starts, **kwargs)
+        return localize(query, (support, points), coarse, fine, starts=schedule.starts,
+                        pool_factor=schedule.pool_factor, batch_size=batch_size, support_embeddings=reused, **kwargs)
 
     call(100)                                   # warm-up: thread pools, first-call allocations
     rss_before = _rss_mb()
@@ -220,7 +222,7 @@ def measure(task: dict) -> dict:
         t0 = time.perf_counter()
         results.append(call(repeat))
         walls.append(time.perf_counter() - t0)
-    flops = patches["coarse"] * flops_per_patch(coarse) + patches["fine"] * flops_per_patch(fine)
+    flops = patches["coarse"] * flops["coarse"] + patches["fine"] * flops["fine"]
     seconds = statistics.median(walls) / n_organs
     return {"per_organ_s": seconds, "repeats_s": [w / n_organs for w in walls],
             "patches_per_organ": {k: v / n_organs for k, v in patches.items()},
@@ -305,7 +307,7 @@ def markdown(report: dict) -> str:
     for label, entry in report["schedules"].items():
         one, two = entry["this"]["1"], entry["this"]["2"]
         acc = entry.get("validation_accuracy", {})
-        rows.append(f"| {label}{' (default)' if label == DEFAULT else ''} | {one['per_organ_s']:.3f} | "
+        rows.append(f"| {label}{' (default)' if label == report['default_schedule'] else ''} | {one['per_organ_s']:.3f} | "
                     f"{two['per_organ_s']:.3f} | {entry['speedup_over_previous_1_thread']:.1f} | "
                     f"{entry.get('speedup_over_naive_1_thread', float('nan')):.1f} | {one['gflop_per_organ']:.2f} | "
                     f"{one['achieved_gflop_per_s']:.0f} | {one['peak_rss_mb']:.0f} | "
@@ -339,18 +341,24 @@ def main(argv=None) -> dict:
     from rprloc_core.reporting import portable_paths
 
     inputs = load_inputs(args.profile)
+    default = default_schedule(inputs["settings"])
+    timed = list(SCHEDULES) + ([default] if default not in SCHEDULES else [])
     base = {"profile": args.profile, "k": args.k, "repeats": args.repeats}
-    schedules, tasks_done = {}, 0
-    for label in SCHEDULES:
-        entry = {"steps": list(SCHEDULES[label][0]), "ensemble": SCHEDULES[label][1], "starts": SCHEDULES[label][2]}
+
+    def task(schedule, engine, threads, **extra):
+        return {**base, "kind": "rprloc", "steps": list(schedule.steps), "starts": schedule.starts,
+                "ensemble": schedule.ensemble, "pool_factor": schedule.pool_factor, "engine": engine,
+                "threads": threads, **extra}
+
+    schedules = {}
+    for schedule in timed:
+        label = schedule.label
+        entry = {"steps": list(schedule.steps), **schedule.options()}
         for engine in ("this", "previous"):
-            entry[engine] = {str(t): run_child({**base, "kind": "rprloc", "schedule": label, "engine": engine,
-                                                "threads": t}) for t in (1, 2)}
-            tasks_done += 2
-            print(f"{label:42s} {engine:8s} " + "  ".join(f"{t} thr {entry[engine][str(t)]['per_organ_s']:.3f} s/organ"
+            entry[engine] = {str(t): run_child(task(schedule, engine, t)) for t in (1, 2)}
+            print(f"{label:45s} {engine:8s} " + "  ".join(f"{t} thr {entry[engine][str(t)]['per_organ_s']:.3f} s/organ"
                                                       for t in (1, 2)), flush=True)
-        entry["naive"] = {"1": run_child({**base, "kind": "rprloc", "schedule": label, "engine": "naive",
-                                          "threads": 1, "repeats": 1})}
+        entry["naive"] = {"1": run_child(task(schedule, "naive", 1, repeats=1))}
         this, previous, naive = entry["this"]["1"], entry["previous"]["1"], entry["naive"]["1"]
         entry["speedup_over_previous_1_thread"] = previous["per_organ_s"] / this["per_organ_s"]
         entry["speedup_over_naive_1_thread"] = naive["per_organ_s"] / this["per_organ_s"]
@@ -358,9 +366,8 @@ def main(argv=None) -> dict:
             other: float(np.abs(np.asarray(this["points_mm"]) - np.asarray(entry[other]["1"]["points_mm"])).max())
             for other in ("previous", "naive")}
         schedules[label] = entry
-    default_reused = {str(t): run_child({**base, "kind": "rprloc", "schedule": DEFAULT, "engine": "this", "threads": t,
-                                         "reuse_support": True}) for t in (1, 2)}
-    schedules[DEFAULT]["this, support embeddings reused"] = default_reused
+    default_reused = {str(t): run_child(task(default, "this", t, reuse_support=True)) for t in (1, 2)}
+    schedules[default.label]["this, support embeddings reused"] = default_reused
     for label, acc in accuracy_table(args.profile).items():
         if label in schedules:
             schedules[label]["validation_accuracy"] = acc
@@ -382,10 +389,10 @@ def main(argv=None) -> dict:
         "benchmark": "rprloc_inference", "profile": args.profile, "models": inputs["described"],
         "query": {"shape": list(inputs["query"].shape), "spacing_mm": list(inputs["query"].spacing), "kind": inputs["kind"]},
         "k": args.k, "organs": len(set(inputs["organs"])), "points": len(inputs["points"]),
-        "default_schedule": DEFAULT, "schedules": schedules, "template_matching": template,
+        "default_schedule": default.label, "schedules": schedules, "template_matching": template,
         "fastest_template_matching": fastest,
         "default_vs_fastest_template_matching_2_threads":
-            template[fastest]["2"]["per_organ_s"] / schedules[DEFAULT]["this"]["2"]["per_organ_s"],
+            template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],
         "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(),
         "load_average_1_5_15min": list(os.getloadavg()), "python": platform.python_version(),
         "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

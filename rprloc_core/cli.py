@@ -174,8 +174,7 @@ def check_fits_models(volume, models, path) -> None:
 def localize_command(args) -> int:
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
-    from rprloc_core.evaluation.protocol import organ_landmarks_mm
-    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
+    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points
     from rprloc_core.geometry.space import index_to_lps, lps_to_index
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
@@ -209,7 +208,8 @@ def localize_command(args) -> int:
     check_fits_models(query.volume, models, args.query)
 
     organs = sorted(labels)
-    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, organs, "extreme"))
+    points, organ_of_point, _ = stack_organ_landmarks(
+        {o: support.idx_to_mm(extreme_points(support.labels[o], name=o)) for o in organs})
     schedule = ("coarse", "fine") if fine is not None else ("coarse", "coarse")
     result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
                       rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point,

@@ -150,6 +150,7 @@ def test_shared_starts_and_average_step_embed_each_patch_once():
     assert len(np.unique(start.reshape(-1, 3), axis=0)) <= 5
     assert oracle.patches <= 6 + 5 + 6                                   # support, K starts, P averaged runs
     assert np.allclose(res.trajectories_mm[2], res.trajectories_mm[1].mean(axis=0))
+    assert len(res.step_wall_s) == 4 and 0 < sum(res.step_wall_s) <= res.wall_s     # setup + 3 steps
     assert np.abs(res.points_mm - pts).max() < 1e-3
     with pytest.raises(ValueError, match="starts must be one of"):
         localize(vol, (vol, pts), oracle, starts="grid", rng=np.random.default_rng(0))

@@ -20,10 +20,13 @@ EXPECTED = {
     "03_coarse_fine_inference": ["tables/table2_multistep.csv", "tables/table2_multistep_per_query.csv",
                                  "figures/method_on_real_ct.png", "figures/widget_default_view.png",
                                  "tables/r_sweep.csv", "tables/oracle_box_transfer.csv",
-                                 "tables/self_localisation_axis_errors.csv", "figures/self_localisation_errors.png"],
+                                 "tables/self_localisation_axis_errors.csv", "figures/self_localisation_errors.png",
+                                 "tables/schedule_validation.csv", "figures/schedule_validation.png"],
     "04_diagonal_vs_extreme": ["tables/table1_diagonal_vs_extreme.csv", "figures/mandible_diagonal_vs_extreme.png"],
     "05_template_matching_baselines": ["tables/table3_methods.csv", "figures/figure4_brainstem_boxes.png",
                                        "figures/autoencoder_training.png", "tables/table3_timing.csv"],
+    "08_references": ["tables/registration_validation.csv", "tables/references_methods.csv",
+                      "figures/references_methods.png"],
 }
 
 

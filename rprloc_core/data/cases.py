@@ -18,14 +18,17 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import SimpleITK as sitk
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+from rprloc_core.data.organs import canonical_organ
 from rprloc_core.errors import DataError, EmptyMaskError, MissingOrganError
 from rprloc_core.geometry.space import shape_zyx, spacing_zyx
-from rprloc_core.data.organs import canonical_organ
 
 CASE_TABLE = "cases.csv"
 SPLITS = ("train", "validation", "test")
@@ -111,8 +114,10 @@ def clean_partial(root) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def rebuild_case_table(root) -> pd.DataFrame:
+def rebuild_case_table(root) -> "pd.DataFrame":
     """Scan the case directories and write cases.csv atomically; returns the table."""
+    import pandas as pd  # here, not at the top: `rprloc localize` reads masks with this module, not tables
+
     root = Path(root)
     rows = []
     for meta_file in sorted(root.glob("*/case.json")):
@@ -128,14 +133,16 @@ def rebuild_case_table(root) -> pd.DataFrame:
     return table
 
 
-def _natural_key(col: pd.Series) -> pd.Series:
+def _natural_key(col: "pd.Series") -> "pd.Series":
     if col.name == "split":
         return col.map({s: i for i, s in enumerate(SPLITS)}).fillna(len(SPLITS))
     # pt_2 before pt_10
     return col.map(lambda s: (s.rstrip("0123456789"), int(s[len(s.rstrip("0123456789")):] or -1)))
 
 
-def read_case_table(root) -> pd.DataFrame:
+def read_case_table(root) -> "pd.DataFrame":
+    import pandas as pd
+
     path = Path(root) / CASE_TABLE
     if not path.is_file():
         raise DataError(path, "no case table; run the dataset conversion first")

@@ -39,6 +39,20 @@ def one_shot_protocol(settings, organs=HAN_ORGANS) -> Protocol:
     return Protocol(tuple(supports), tuple(queries), tuple(organs))
 
 
+def validation_protocol(settings, organs=HAN_ORGANS) -> Protocol:
+    """For choosing settings, never on the test queries: `rprloc.inference.n_supports` training
+    patients with every organ as supports (seeded), every validation patient with one of the organs
+    as a query."""
+    n_supports = settings.rprloc.inference.n_supports
+    table = dataset.case_table(settings)
+    pool = table[(table.split == "train") & table.organs.map(lambda o: all(x in o for x in organs))]
+    ids = sorted(pool.case_id, key=lambda c: (len(c), c))
+    rng = np.random.default_rng([settings.seed, 2])
+    supports = [ids[i] for i in sorted(rng.choice(len(ids), size=n_supports, replace=False))]
+    queries = table[(table.split == "validation") & table.organs.map(lambda o: any(x in o for x in organs))]
+    return Protocol(tuple(supports), tuple(queries.case_id), tuple(organs))
+
+
 def choose_supports(settings, organs=HAN_ORGANS, n: int = 1, seed: int = 0) -> list[str]:
     """n validation cases that have every organ, drawn with a seeded generator (the paper used one
     random support; we report the spread over several)."""

@@ -10,7 +10,7 @@ REFERENCE_DIRS = (PROJECT_ROOT / "rprloc_core" / "reference", PROJECT_ROOT.paren
 
 # Table 2's rows (RPR-Loc stages, K runs averaged) and Table 3's methods, as the paper names them.
 STAGE_LABELS = {"coarse1": "Mc (one step)", "coarse2": "Mc (two steps)", "coarse3": "Mc (three steps)",
-                "fine": "Mc + Mf", "fine_mean_embedding": "Mc + Mf (embedding average, authors' code)"}
+                "fine": "Mc + Mf", "fine_mean_embedding": "Mc + Mf (embedding mean, the profile's starts: default)"}
 TEMPLATE_LABELS = {"gs_mse": "GS MSE", "gs_cosine": "GS Cosine", "gs_ncc": "GS NCC",
                    "fm_mse": "FM MSE", "fm_cosine": "FM Cosine"}
 RPRLOC_LABEL = "RPR-Loc (Mc + Mf)"

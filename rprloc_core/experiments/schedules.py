@@ -6,9 +6,10 @@ landmark), how the runs start (independent uniform starts per landmark, or the s
 shared by every landmark) and how the runs are combined (the paper's mean of positions, or the
 authors' code's mean of embeddings).
 
-The validation protocol: supports drawn (seeded) from the training patients, queries = every
-validation patient with at least one of the organs. The test supports are validation patients too,
-so they appear here as queries, which tunes nothing about the test queries. Each candidate runs
+The validation protocol (`evaluation.protocol.validation_protocol`): supports drawn (seeded) from
+the training patients, queries = every validation patient with at least one of the organs. The
+test supports are validation patients too, so they appear here as queries, which tunes nothing
+about the test queries. Each candidate runs
 from a fresh generator seeded by the pair, so candidates with the same starts share them: the
 comparison is paired.
 """
@@ -68,21 +69,9 @@ CANDIDATES = (
 )
 
 
-def validation_protocol(settings, organs=HAN_ORGANS) -> Protocol:
-    """Supports: `rprloc.inference.n_supports` training patients with every organ (seeded);
-    queries: the validation patients."""
-    n_supports = settings.rprloc.inference.n_supports
-    table = dataset.case_table(settings)
-    pool = table[(table.split == "train") & table.organs.map(lambda o: all(x in o for x in organs))]
-    ids = sorted(pool.case_id, key=lambda c: (len(c), c))
-    rng = np.random.default_rng([settings.seed, 2])
-    supports = [ids[i] for i in sorted(rng.choice(len(ids), size=n_supports, replace=False))]
-    queries = table[(table.split == "validation") & table.organs.map(lambda o: any(x in o for x in organs))]
-    return Protocol(tuple(supports), tuple(queries.case_id), tuple(organs))
-
-
 def _cache(settings, k: int) -> PredictionCache:
-    key = {"method": "rprloc-schedules", "models": models_hash(settings), "k": k, "seed": settings.seed,
+    key = {"method": "rprloc-schedules", "timing": "per step", "models": models_hash(settings), "k": k,
+           "seed": settings.seed,
            "candidates": [c.label for c in CANDIDATES]}
     return PredictionCache.for_method(settings, "rprloc-schedules", key)
 
@@ -97,7 +86,8 @@ def run_candidates(query, support_volume, points, organ_of_point, models, embedd
 
     A candidate whose steps extend another's with the same starts and ensemble continues from the
     positions that one reached (the state between steps is only the K positions), and its time is
-    the sum of both parts: Mc, Mc > Mc and Mc > Mf share their first step."""
+    the prefix's time (setup and its steps, timed step by step) plus the continuation's: Mc, Mc > Mc
+    and Mc > Mf share their first step."""
     done: dict[tuple, tuple] = {}       # (starts, pool, ensemble, steps) -> (positions (K, P, 3), seconds)
     out = {}
     for candidate in CANDIDATES:
@@ -107,8 +97,9 @@ def run_candidates(query, support_volume, points, organ_of_point, models, embedd
         result = localize(query.volume, (support_volume, points), models["coarse"], models["fine"],
                           rng=seed_rng(), schedule=candidate.steps[prefix:], k=k, start_mm=start,
                           organ_of_point=organ_of_point, support_embeddings=embeddings, **candidate.options())
+        step_times = np.cumsum(result.step_wall_s)                  # setup, then after each step
         for n in range(1, len(candidate.steps) - prefix + 1):
-            done[(*base, candidate.steps[:prefix + n])] = (result.trajectories_mm[n], seconds + result.wall_s)
+            done[(*base, candidate.steps[:prefix + n])] = (result.trajectories_mm[n], seconds + step_times[n])
         out[candidate.label] = (result.points_mm, seconds + result.wall_s)
     return out
 

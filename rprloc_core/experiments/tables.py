@@ -8,6 +8,7 @@ computed from the cached predictions or the data, never from a notebook's variab
     table2(settings, protocol)               -> paper Table 2 (notebook 03)
     r_sweep_table(settings, protocol)        -> notebook 03
     table3(settings, protocol)               -> paper Table 3 with its timing (notebook 05)
+    registration_validation / references_table -> notebook 08 (atlas registration vs RPR-Loc)
 
 The paper tables come back as a `PaperTable`: the summary (mean and SD over supports, with the
 paper's numbers as paper_* columns) and the per-query rows behind it; `write_paper_table` saves both.
@@ -24,7 +25,7 @@ import pandas as pd
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS, ORGANS
 from rprloc_core.evaluation.scoring import evaluate, summarize
-from rprloc_core.experiments import models, rprloc_predictions, template_predictions
+from rprloc_core.experiments import models, registration_predictions, rprloc_predictions, template_predictions
 from rprloc_core.experiments.paper import (
     RPRLOC_LABEL,
     STAGE_LABELS,
@@ -124,8 +125,8 @@ TABLE2_STAGES = ("coarse1", "coarse2", "coarse3", "fine", rprloc_predictions.AUT
 
 
 def table2(settings, protocol) -> PaperTable:
-    """Paper Table 2: Mc one / two / three steps, Mc + Mf (and the authors' embedding-average
-    variant), extreme points, K = `rprloc.inference.k`, from the cached predictions."""
+    """Paper Table 2: Mc one / two / three steps, Mc + Mf (and the default schedule: the K query
+    embeddings averaged, as in the authors' code, from `rprloc.inference.starts`), extreme points, K = `rprloc.inference.k`, from the cached predictions."""
     k = settings.rprloc.inference.k
     per_query = rprloc_predictions.score(settings, protocol, "extreme", [(s, k) for s in TABLE2_STAGES],
                                          STAGE_LABELS)
@@ -162,7 +163,8 @@ TEMPLATE_ORDER = tuple(TEMPLATE_LABELS.values())
 
 def table3(settings, protocol) -> PaperTable:
     """Paper Table 3: the five template-matching baselines and RPR-Loc (Mc + Mf, the profile's K;
-    the authors' embedding-average variant when `rprloc.inference.ensemble` says so) on the same
+    the default schedule, embedding mean from `rprloc.inference.starts`, when
+    `rprloc.inference.ensemble` says so) on the same
     supports and queries, accuracy from the cached predictions, seconds per organ from each method
     timed alone (`table3.extra["timing"]`), the paper's supervised Retina U-Net as a paper-only row.
     Without RPR-Loc's cached predictions its row is left out (`extra["have_rprloc"]`)."""
@@ -213,3 +215,48 @@ def methods_table(per_query: pd.DataFrame, times: dict, sources: dict, paper: pd
     right = paper.rename(columns={"iou_pct": "paper_iou_pct", "awd_mm": "paper_awd_mm",
                                   "time_s_per_organ": "paper_time_s_per_organ"})
     return table.merge(right, on=["method", "organ"], how="left")
+
+
+# ------------------------------------------------------------------------------ notebook 08
+
+def registration_validation(settings, validation, parallel: bool = True) -> tuple[pd.DataFrame, str]:
+    """The registration candidates on validation patients (the first validation support, every
+    validation query): one row per candidate (IoU per organ, mean IoU, AWD, seconds per organ in the
+    single-thread workers), and the label of the one with the best mean IoU."""
+    first = type(validation)(validation.supports[:1], validation.queries, validation.organs)
+    candidates = registration_predictions.CANDIDATES
+    registration_predictions.predict_all(settings, first, candidates.values(), parallel=parallel)
+    per_query = registration_predictions.score(settings, first, candidates)
+    by_method = per_query.groupby("method", sort=False)
+    table = per_query.pivot_table(index="method", columns="organ", values="iou_pct", sort=False)[
+        [o for o in validation.organs if o in set(per_query.organ)]].add_suffix(" IoU %")
+    table["IoU %"], table["AWD mm"] = by_method.iou_pct.mean(), by_method.awd_mm.mean()
+    table["s/organ"] = by_method.time_s.mean()
+    table = table.rename_axis("method").reset_index()
+    return table, str(table.loc[table["IoU %"].idxmax(), "method"])
+
+
+def references_table(settings, protocol, chosen: str, parallel: bool = True) -> PaperTable:
+    """The chosen registration and RPR-Loc's default schedule on Table 3's supports and queries,
+    accuracy from the caches, seconds per organ from each timed alone (one thread) on the same
+    timing queries, and the paper's supervised Retina U-Net as a paper-only row."""
+    config = registration_predictions.CANDIDATES[chosen]
+    registration_predictions.predict_all(settings, protocol, [config], parallel=parallel)
+    per_query = [registration_predictions.score(settings, protocol, {chosen: config})]
+    inference = settings.rprloc.inference
+    stage = "fine" if inference.ensemble == "mean_position" else rprloc_predictions.AUTHORS_VARIANT
+    if rprloc_predictions.have_predictions(settings, protocol):
+        per_query.append(rprloc_predictions.score(settings, protocol, "extreme", [(stage, inference.k)],
+                                                  {stage: RPRLOC_LABEL}))
+    per_query = pd.concat(per_query, ignore_index=True)
+    timing_queries = list(protocol.queries[: settings.template_matching.n_timing_queries])
+    support = protocol.supports[0]
+    timed = [evaluate(settings, registration_predictions.registration_method(config), chosen, [support],
+                      timing_queries, progress=False)]
+    if rprloc_predictions.have_predictions(settings, protocol):
+        timed.append(template_predictions.time_rprloc(settings, support, timing_queries))
+    times = template_predictions.seconds_per_organ(pd.concat(timed, ignore_index=True)).to_dict()
+    sources = {m: f"measured here: alone, {len(timing_queries)} queries, support {support}, one thread" for m in times}
+    table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs)
+    return PaperTable(table, per_query, {"order": [chosen, *([RPRLOC_LABEL] if len(timed) > 1 else []),
+                                                   SUPERVISED_LABEL]})

@@ -68,6 +68,7 @@ class LocalizationResult:
     schedule: tuple
     ensemble: str
     wall_s: float                         # everything: grids, patch cutting, networks, averaging
+    step_wall_s: tuple | None = None      # (setup: support embeddings, grids, starts; then each step)
     organ_of_point: tuple | None = None
     wall_s_per_organ: float | None = None  # wall_s / number of organs (organs are batched together)
 
@@ -364,10 +365,12 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
             if pos.shape != (k, n_points, 3):
                 raise ValueError(f"start_mm has shape {pos.shape}, expected (K, P, 3) = {(k, n_points, 3)}")
         trajectory = [pos]
+        marks = [time.perf_counter()]
         for name in schedule:
             if name == AVERAGE:
                 pos = np.broadcast_to(pos.mean(axis=0), pos.shape)
                 trajectory.append(pos)
+                marks.append(time.perf_counter())
                 continue
             spec, (qgrid, cutter) = specs[name], cutters[name]
             idx, centre_mm = _patch_centres(qgrid, pos.reshape(-1, 3))
@@ -380,10 +383,12 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
                 pos = np.broadcast_to(moved, pos.shape)
             pos = np.clip(pos, lo_mm, hi_mm)
             trajectory.append(pos)
+            marks.append(time.perf_counter())
     points = pos.mean(axis=0)
     wall = time.perf_counter() - t0
     organs, per_organ = _timing(wall, organ_of_point)
-    return LocalizationResult(points, np.stack(trajectory), schedule, ensemble, wall, organs, per_organ)
+    steps = (marks[0] - t0, *np.diff(marks).tolist())
+    return LocalizationResult(points, np.stack(trajectory), schedule, ensemble, wall, steps, organs, per_organ)
 
 
 def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
@@ -438,4 +443,4 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
     points = trajectory[-1].mean(axis=0)
     wall = time.perf_counter() - t0
     organs, per_organ = _timing(wall, organ_of_point)
-    return LocalizationResult(points, trajectory, schedule, ensemble, wall, organs, per_organ)
+    return LocalizationResult(points, trajectory, schedule, ensemble, wall, None, organs, per_organ)
