@@ -330,7 +330,7 @@ def main(argv=None) -> dict:
                         help="JSON path (default results/<profile>/benchmarks/rprloc_inference.json; a .md beside it)")
     parser.add_argument("--k", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--template-methods", nargs="*", default=["gs_mse", "gs_cosine", "gs_ncc"])
+    parser.add_argument("--template-methods", nargs="*", default=["gs_mse", "gs_cosine", "gs_ncc", "fm_mse", "fm_cosine"])
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
