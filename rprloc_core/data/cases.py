@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 from rprloc_core.data.organs import canonical_organ
 from rprloc_core.errors import DataError, EmptyMaskError, MissingOrganError
 from rprloc_core.geometry.space import shape_zyx, spacing_zyx
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CASE_TABLE = "cases.csv"
 SPLITS = ("train", "validation", "test")

@@ -44,7 +44,8 @@ def cache(settings, strategy: str) -> PredictionCache:
 
 
 @lru_cache(maxsize=4)
-def _main_models(settings):
+def main_models(settings):
+    """The profile's Mc and Mf, loaded once per process (the worker processes reuse them)."""
     return load_models(settings, ["coarse", "fine"])
 
 
@@ -54,7 +55,7 @@ def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs
     if store.has(support_id, query_id):
         return
     inference = settings.rprloc.inference
-    models = _main_models(settings)
+    models = main_models(settings)
     support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
     wanted = [o for o in organs if o in query.labels]
     points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, strategy))
@@ -81,6 +82,12 @@ def predict_all(settings, protocol, strategies=("extreme", "diagonal"), parallel
     jobs = [(settings, s, q, strategy) for strategy in strategies
             for s, q in cache(settings, strategy).missing(protocol.pairs)]
     run_jobs(compute_pair, jobs, "RPR-Loc predictions", parallel, progress)
+
+
+def default_stage(settings) -> str:
+    """The cached stage that holds the profile's default schedule: Mc + Mf with the mean of
+    positions, or the embedding-mean run (computed with the profile's starts)."""
+    return "fine" if settings.rprloc.inference.ensemble == "mean_position" else AUTHORS_VARIANT
 
 
 def have_predictions(settings, protocol, strategy: str = "extreme") -> bool:

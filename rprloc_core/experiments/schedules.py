@@ -9,15 +9,13 @@ authors' code's mean of embeddings).
 The validation protocol (`evaluation.protocol.validation_protocol`): supports drawn (seeded) from
 the training patients, queries = every validation patient with at least one of the organs. The
 test supports are validation patients too, so they appear here as queries, which tunes nothing
-about the test queries. Each candidate runs
-from a fresh generator seeded by the pair, so candidates with the same starts share them: the
-comparison is paired.
+about the test queries. Each candidate runs from a fresh generator seeded by the pair, so
+candidates with the same starts share them: the comparison is paired.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -28,7 +26,8 @@ from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.protocol import Protocol, case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_points
-from rprloc_core.experiments.models import load_models, models_hash
+from rprloc_core.experiments.models import models_hash
+from rprloc_core.experiments.rprloc_predictions import main_models
 from rprloc_core.rprloc.inference import POOL_FACTOR, encode_supports, localize, stack_organ_landmarks
 
 
@@ -76,11 +75,6 @@ def _cache(settings, k: int) -> PredictionCache:
     return PredictionCache.for_method(settings, "rprloc-schedules", key)
 
 
-@lru_cache(maxsize=4)
-def _models(settings):
-    return load_models(settings, ["coarse", "fine"])
-
-
 def run_candidates(query, support_volume, points, organ_of_point, models, embeddings, seed_rng, k: int) -> dict:
     """{candidate label: (points (P, 3), seconds)} for every candidate on one pair.
 
@@ -108,7 +102,7 @@ def compute_pair(settings, support_id: str, query_id: str, k: int, organs=HAN_OR
     store = _cache(settings, k)
     if store.has(support_id, query_id):
         return
-    models = _models(settings)
+    models = main_models(settings)
     support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
     wanted = [o for o in organs if o in query.labels]
     points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))

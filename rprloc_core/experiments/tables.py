@@ -24,6 +24,7 @@ import pandas as pd
 
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS, ORGANS
+from rprloc_core.evaluation.protocol import Protocol
 from rprloc_core.evaluation.scoring import evaluate, summarize
 from rprloc_core.experiments import models, registration_predictions, rprloc_predictions, template_predictions
 from rprloc_core.experiments.paper import (
@@ -172,7 +173,7 @@ def table3(settings, protocol) -> PaperTable:
     per_query = template_predictions.score(settings, protocol)
     have_rprloc = rprloc_predictions.have_predictions(settings, protocol)
     if have_rprloc:
-        stage = "fine" if inference.ensemble == "mean_position" else rprloc_predictions.AUTHORS_VARIANT
+        stage = rprloc_predictions.default_stage(settings)
         rprloc = rprloc_predictions.score(settings, protocol, "extreme", [(stage, inference.k)], {stage: RPRLOC_LABEL})
         per_query = pd.concat([per_query, rprloc], ignore_index=True)
 
@@ -223,7 +224,7 @@ def registration_validation(settings, validation, parallel: bool = True) -> tupl
     """The registration candidates on validation patients (the first validation support, every
     validation query): one row per candidate (IoU per organ, mean IoU, AWD, seconds per organ in the
     single-thread workers), and the label of the one with the best mean IoU."""
-    first = type(validation)(validation.supports[:1], validation.queries, validation.organs)
+    first = Protocol(validation.supports[:1], validation.queries, validation.organs)
     candidates = registration_predictions.CANDIDATES
     registration_predictions.predict_all(settings, first, candidates.values(), parallel=parallel)
     per_query = registration_predictions.score(settings, first, candidates)
@@ -244,7 +245,7 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True) -> 
     registration_predictions.predict_all(settings, protocol, [config], parallel=parallel)
     per_query = [registration_predictions.score(settings, protocol, {chosen: config})]
     inference = settings.rprloc.inference
-    stage = "fine" if inference.ensemble == "mean_position" else rprloc_predictions.AUTHORS_VARIANT
+    stage = rprloc_predictions.default_stage(settings)
     if rprloc_predictions.have_predictions(settings, protocol):
         per_query.append(rprloc_predictions.score(settings, protocol, "extreme", [(stage, inference.k)],
                                                   {stage: RPRLOC_LABEL}))
