@@ -76,6 +76,7 @@ class InferenceSettings:
     starts: str = "independent"           # the default schedule's starts (see inference.draw_starts)
     pool_factor: int = 4                  # "pooled" starts: a pool of pool_factor x K
     r_sweep_queries: int | None = None    # queries of the r table (None: all)
+    few_shot_sizes: tuple = (1, 3, 5)     # supports fused in the few-shot table (the largest: its pool)
 
     def __post_init__(self):
         if not 1 <= self.k <= self.k_max:
@@ -88,6 +89,8 @@ class InferenceSettings:
             raise SettingsError(f"rprloc.inference.pool_factor must be >= 1, got {self.pool_factor}")
         if self.n_supports < 1:
             raise SettingsError(f"rprloc.inference.n_supports must be >= 1, got {self.n_supports}")
+        if not self.few_shot_sizes or min(self.few_shot_sizes) < 1:
+            raise SettingsError(f"rprloc.inference.few_shot_sizes must be sizes >= 1, got {self.few_shot_sizes}")
 
     @property
     def default_options(self) -> dict:

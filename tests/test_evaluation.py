@@ -77,3 +77,42 @@ def test_oracle_box_transfer_keeps_the_support_size_in_mm():
     np.testing.assert_allclose((moved.hi - moved.lo) * [2.0, 1.0, 1.0], [12.0, 20.0, 20.0])
     same = transferred_box(query_box, (2.0, 1.0, 1.0), query_box, (2.0, 1.0, 1.0))
     assert box_iou_voxel(same, query_box) == pytest.approx(1.0)
+
+
+def test_spread_flags_bad_boxes_auc_by_hand():
+    from rprloc_core.experiments.error_analysis import flags_bad_boxes
+
+    spread = pd.Series([1.0, 2.0, 3.0, 4.0])
+    assert flags_bad_boxes(spread, pd.Series([False, False, True, True])) == 1.0      # widest are the bad ones
+    assert flags_bad_boxes(spread, pd.Series([True, True, False, False])) == 0.0
+    assert flags_bad_boxes(spread, pd.Series([True, False, False, True])) == 0.5      # 2 of 4 bad-good pairs
+    assert np.isnan(flags_bad_boxes(spread, pd.Series([False] * 4)))
+
+
+def test_spread_table_columns_and_correlations():
+    from rprloc_core.experiments.error_analysis import spread_table
+
+    frame = pd.DataFrame({"organ": ["Brainstem"] * 4 + ["Mandible"] * 4,
+                          "spread_mm": [1.0, 2, 3, 4, 1, 2, 3, 4],
+                          "point_error_mm": [5.0, 6, 7, 8, 8, 7, 6, 5],
+                          "iou_pct": [50.0, 40, 5, 2, 60, 55, 50, 45]})
+    table = spread_table(frame, bad_iou_pct=10).set_index("organ")
+    assert table.loc["Brainstem", "rho(spread, point error)"] == pytest.approx(1.0)
+    assert table.loc["Mandible", "rho(spread, point error)"] == pytest.approx(-1.0)
+    assert table.loc["Brainstem", "AUC: spread flags them"] == 1.0
+    assert np.isnan(table.loc["Mandible", "AUC: spread flags them"])          # no bad mandible box
+    assert table.loc["All organs", "boxes"] == 8
+    assert table.loc["All organs", "boxes under 10 % IoU"] == pytest.approx(25.0)
+
+
+def test_few_shot_support_sets_are_cyclic_windows():
+    from rprloc_core.experiments.few_shot import support_sets
+
+    ids = ["a", "b", "c", "d", "e"]
+    assert support_sets(ids, 1) == [("a",), ("b",), ("c",), ("d",), ("e",)]
+    threes = support_sets(ids, 3)
+    assert threes[0] == ("a", "b", "c") and threes[-1] == ("e", "a", "b")
+    assert all(sum(s in group for group in threes) == 3 for s in ids)        # every support in 3 sets
+    assert support_sets(ids, 5) == [tuple(ids)]
+    with pytest.raises(ValueError):
+        support_sets(ids, 6)

@@ -93,6 +93,9 @@ class PreprocessedCase:
     origin_lps: np.ndarray = field(default_factory=lambda: np.zeros(3))   # (x, y, z) mm
     direction: np.ndarray = field(default_factory=lambda: np.eye(3))
     meta: dict = field(default_factory=dict)
+    # Derived facts about the masks (true boxes, landmarks), memoised by the scoring code: a case
+    # is scored once per method, stage and K, and its masks never change once loaded.
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def spacing(self) -> np.ndarray:

@@ -53,12 +53,17 @@ def validation_protocol(settings, organs=HAN_ORGANS) -> Protocol:
     return Protocol(tuple(supports), tuple(queries.case_id), tuple(organs))
 
 
-def choose_supports(settings, organs=HAN_ORGANS, n: int = 1, seed: int = 0) -> list[str]:
-    """n validation cases that have every organ, drawn with a seeded generator (the paper used one
-    random support; we report the spread over several)."""
+def support_pool(settings, organs=HAN_ORGANS) -> list[str]:
+    """The validation cases that have every organ: those a support is drawn from."""
     table = dataset.case_table(settings)
     pool = table[(table.split == "validation") & table.organs.map(lambda o: all(x in o for x in organs))]
-    ids = sorted(pool.case_id, key=lambda c: (len(c), c))
+    return sorted(pool.case_id, key=lambda c: (len(c), c))
+
+
+def choose_supports(settings, organs=HAN_ORGANS, n: int = 1, seed: int = 0, exclude=()) -> list[str]:
+    """n validation cases that have every organ (and are not in `exclude`), drawn with a seeded
+    generator (the paper used one random support; we report the spread over several)."""
+    ids = [c for c in support_pool(settings, organs) if c not in set(exclude)]
     if len(ids) < n:
         raise ValueError(f"only {len(ids)} validation cases have all of {', '.join(organs)}; asked for {n}")
     rng = np.random.default_rng(seed)

@@ -26,14 +26,23 @@ Method = Callable[[PreprocessedCase, PreprocessedCase, dict], tuple]
 METRICS = ("iou_pct", "awd_mm", "iou_physical_pct", "point_error_mm", "time_s")
 
 
+def true_box_and_landmarks(query: PreprocessedCase, organ: str, strategy: str, rule: str = "median") -> tuple:
+    """The organ's true box and landmarks (voxel indices) in the query, computed once per case
+    (scoring a mask is most of the cost of scoring a prediction)."""
+    key = ("truth", organ, strategy, rule)
+    if key not in query.memo:
+        query.memo[key] = (bounding_box(query.labels[organ], name=f"{query.case_id}/{organ}"),
+                           landmarks(query.labels[organ], strategy, rule))
+    return query.memo[key]
+
+
 def score_prediction(query: PreprocessedCase, organ: str, points_mm: np.ndarray, strategy: str,
                      rule: str = "median") -> dict:
     """Box metrics of predicted landmarks against the query's true box (paper conventions)."""
     pred_idx = query.mm_to_idx(points_mm)
     pred_box = box_from_landmarks(pred_idx, strategy)
-    true_box = bounding_box(query.labels[organ], name=f"{query.case_id}/{organ}")
+    true_box, true_points = true_box_and_landmarks(query, organ, strategy, rule)
     out = box_metrics(pred_box, true_box, query.spacing)
-    true_points = landmarks(query.labels[organ], strategy, rule)
     out["point_error_mm"] = float(np.mean(point_errors_mm(pred_idx, true_points, query.spacing)))
     return out
 

@@ -4,6 +4,8 @@
   true position is known exactly and nothing but the networks can be wrong: the signed and absolute
   error per axis after the coarse step and after the fine step, and each run's error against how
   far from the landmark it started.
+- `run_spread`: the spread of the K runs, which needs no labels, against the true error: does a
+  wide spread flag a bad box?
 - `oracle_box_transfer`: the ceiling of one-shot box transfer on the real queries: the support's
   box, of the support's size, moved so that its centre sits on the query's true box centre. A
   method that found every organ's centre exactly would score this.
@@ -18,14 +20,15 @@ import pandas as pd
 
 from rprloc_core.data import dataset
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
-from rprloc_core.evaluation.scoring import summarize
-from rprloc_core.experiments import models
+from rprloc_core.evaluation.scoring import score_points, summarize
+from rprloc_core.experiments import models, rprloc_predictions
 from rprloc_core.geometry.boxes import VoxelBox, bounding_box
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
 from rprloc_core.metrics import box_metrics
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
 AXES = ("z", "y", "x")
+BAD_BOX_IOU_PCT = 10.0     # a box this far off is of no use to a user (it barely touches the organ)
 
 
 def self_localisation(settings, case_ids, organs, k: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -98,3 +101,54 @@ def oracle_box_transfer(settings, protocol) -> pd.DataFrame:
 def oracle_table(settings, protocol) -> pd.DataFrame:
     """The oracle's IoU and AWD per organ and Mean (mean and SD over supports)."""
     return summarize(oracle_box_transfer(settings, protocol), organs=protocol.organs).drop(columns=["time_s"])
+
+
+# ----------------------------------------------------------------- the spread of the K runs
+
+def run_spread(settings, protocol, stage: str = "fine", k: int | None = None) -> pd.DataFrame:
+    """Per (support, query, organ): how far the K runs of the organ's landmarks land from their
+    mean (the root mean square distance, averaged over the landmarks, mm) after `stage` of the
+    cached evaluation (default: the paper's Mc + Mf), beside that prediction's true errors. Tells
+    whether a wide spread, which a user can see without labels, flags a bad box."""
+    k = k or settings.rprloc.inference.k
+    rows = []
+    for support_id, query_id in protocol.pairs:
+        run = rprloc_predictions.read(settings, support_id, query_id)
+        runs = rprloc_predictions.stage_runs(run, stage, k)                      # (K, P, 3)
+        spread = np.sqrt(((runs - runs.mean(axis=0)) ** 2).sum(axis=2).mean(axis=0))   # (P,)
+        organ_of_point = np.asarray(run.organ_of_point)
+        scores = score_points(settings, query_id, run.organ_of_point, runs.mean(axis=0), strategy="extreme",
+                              support=support_id)
+        for row in scores:
+            rows.append({**row, "spread_mm": float(spread[organ_of_point == row["organ"]].mean())})
+    return pd.DataFrame(rows)
+
+
+def _ranks(values: pd.Series) -> pd.Series:
+    return values.rank(method="average")
+
+
+def flags_bad_boxes(spread: pd.Series, bad: pd.Series) -> float:
+    """Area under the ROC curve of the spread as a detector of bad boxes (the probability that a bad
+    box has a wider spread than a good one; 0.5: no better than chance). NaN without both kinds."""
+    bad = bad.astype(bool)
+    n_bad, n_good = int(bad.sum()), int((~bad).sum())
+    if n_bad == 0 or n_good == 0:
+        return float("nan")
+    rank_sum = _ranks(spread)[bad].sum()
+    return float((rank_sum - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
+
+
+def spread_table(frame: pd.DataFrame, bad_iou_pct: float = BAD_BOX_IOU_PCT) -> pd.DataFrame:
+    """Per organ and over all organs: the median spread, the rank correlation (Spearman) of the
+    spread with the point error and with the IoU, and how well the spread flags a box under
+    `bad_iou_pct` IoU (ROC AUC), with the share of such boxes."""
+    rows = []
+    for organ, part in [*frame.groupby("organ", sort=False), ("All organs", frame)]:
+        spread_rank = _ranks(part.spread_mm)
+        rows.append({"organ": organ, "boxes": len(part), "median spread mm": part.spread_mm.median(),
+                     "rho(spread, point error)": spread_rank.corr(_ranks(part.point_error_mm)),
+                     "rho(spread, IoU)": spread_rank.corr(_ranks(part.iou_pct)),
+                     f"boxes under {bad_iou_pct:g} % IoU": (part.iou_pct < bad_iou_pct).mean() * 100,
+                     "AUC: spread flags them": flags_bad_boxes(part.spread_mm, part.iou_pct < bad_iou_pct)})
+    return pd.DataFrame(rows).round(3)

@@ -4,7 +4,8 @@ functions draw what they are given.
 
     spacing_distribution, before_after_resampling, intensity_map_figure   notebook 01
     pnet_loss_curves                                                      notebook 02
-    table2_chart, method_on_real_ct                                       notebook 03 (paper Table 2)
+    table2_chart, method_on_real_ct, self_localisation_errors,
+    schedule_tradeoff, run_spread_figure, few_shot_chart                  notebook 03 (paper Table 2, beyond)
     table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
     autoencoder_training, autoencoder_reconstructions, table3_chart,
     figure4                                                               notebook 05 (paper Table 3, Figure 4)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import SimpleITK as sitk
 
 from rprloc_core.data import cases, dataset
@@ -189,6 +191,47 @@ def self_localisation_errors(axis_table, per_run):
     axes[1].set_ylabel("median error of one run (mm)")
     axes[1].legend(fontsize=7)
     fig.suptitle("Self-localisation on validation patients (each is its own support and query)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def run_spread_figure(spread_frame, bad_iou_pct: float):
+    """Each (support, query, organ) box: the spread of its K runs (known without labels) against its
+    point error (left) and its IoU (right), coloured by organ; boxes under `bad_iou_pct` IoU ringed."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    bad = spread_frame.iou_pct < bad_iou_pct
+    for organ, part in spread_frame.groupby("organ", sort=False):
+        colour = ORGAN_COLOURS.get(organ)
+        for ax, column in zip(axes, ("point_error_mm", "iou_pct")):
+            ax.scatter(part.spread_mm, part[column], s=12, alpha=0.6, color=colour, label=organ)
+    for ax, column in zip(axes, ("point_error_mm", "iou_pct")):
+        ax.scatter(spread_frame.spread_mm[bad], spread_frame[column][bad], s=50, facecolors="none",
+                   edgecolors="k", linewidths=0.8, label=f"IoU under {bad_iou_pct:g} %")
+        ax.set_xlabel("spread of the K runs (RMS distance to their mean, mm)")
+    axes[0].plot(*[[spread_frame.spread_mm.min(), spread_frame.spread_mm.max()]] * 2, ls="--", color="gray",
+                 label="error = spread")
+    axes[0].set_ylabel("mean landmark error (mm)")
+    axes[1].set_ylabel("box IoU (%)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Does a wide spread of the K runs flag a bad box? (Mc + Mf, test queries, every support)",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def few_shot_chart(table):
+    """Mean IoU (and its SD over support sets) against the number of supports, per fusion."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    single = table[table.supports == 1]
+    for fusion, part in table[table.supports > 1].groupby("fusion", sort=False):
+        part = pd.concat([single, part]).sort_values("supports")
+        ax.errorbar(part.supports, part["IoU %"], yerr=part["IoU SD over sets"], marker="o", capsize=3,
+                    label=f"{fusion} of the supports")
+    ax.set_xticks(sorted(table.supports.unique()))
+    ax.set_xlabel("labelled supports")
+    ax.set_ylabel("mean IoU over organs (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("Few-shot RPR-Loc (default schedule, test queries)", fontsize=9)
     fig.tight_layout()
     return fig
 

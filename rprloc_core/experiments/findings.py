@@ -156,6 +156,35 @@ def error_analysis_findings(axis_errors: pd.DataFrame, oracle: pd.DataFrame, tab
             f"{coarse_worst.mean_absolute_error_mm:.1f} mm there.")
 
 
+def spread_findings(table: pd.DataFrame, bad_iou_pct: float) -> str:
+    """Whether the spread of the K runs flags bad boxes, from `error_analysis.spread_table`."""
+    every = table.set_index("organ").loc["All organs"]
+    share, auc = every[f"boxes under {bad_iou_pct:g} % IoU"], every["AUC: spread flags them"]
+    organs = table[table.organ != "All organs"]
+    verdict = ("a useful flag" if auc >= 0.8 else "a weak flag, better than chance" if auc > 0.6
+               else "no better than chance")
+    return (f"Over all boxes the spread ranks with the point error at rho = {every['rho(spread, point error)']:.2f} "
+            f"and with the IoU at rho = {every['rho(spread, IoU)']:.2f}. {share:.0f} % of the boxes have an IoU "
+            f"under {bad_iou_pct:g} %; the spread picks them out with a ROC AUC of {auc:.2f} "
+            f"({organs['AUC: spread flags them'].min():.2f}-{organs['AUC: spread flags them'].max():.2f} per organ): "
+            f"{verdict}. A wide spread means the K runs disagree, which happens where the networks are unsure, "
+            "but a tight spread is no guarantee: runs can agree on the wrong place.")
+
+
+def few_shot_findings(table: pd.DataFrame) -> str:
+    """What more supports buy, per fusion, from `few_shot.few_shot_table`."""
+    one = table[table.supports == 1].iloc[0]
+    lines = [f"One support: {one['IoU %']:.1f} ± {one['IoU SD over sets']:.1f} % IoU, {one['AWD mm']:.1f} mm AWD."]
+    for row in table[table.supports > 1].to_dict("records"):
+        lines.append(f"{row['supports']} supports, {row['fusion']}: {row['IoU %']:.1f} % "
+                     f"({row['IoU %'] - one['IoU %']:+.1f} points), {row['AWD mm']:.1f} mm, "
+                     f"{row['s/organ']:.2g} s per organ.")
+    best = table.loc[table["IoU %"].idxmax()]
+    lines.append("More supports do not help here." if best["supports"] == 1 else
+                 f"The best is {best['supports']} supports with the {best['fusion']}.")
+    return " ".join(lines)
+
+
 def schedule_findings(schedule_table: pd.DataFrame, default_label: str) -> str:
     """What the validation comparison of schedules says, and whether the profile's default is the
     best trade-off it measured."""

@@ -12,6 +12,9 @@ The K_max runs are independent draws, so the prediction for a smaller K is the m
 runs: Table 1's K grid comes from one K_max computation. The authors' variant (average the K query
 embeddings, then one fine step; K and starts from the profile: `rprloc.inference.starts`) is run
 separately for Mc + Mf.
+
+Diagonal points only serve Table 1 (Mc one step), so only "start" and "coarse1" are computed for
+them: the same generator draws the same starts, so these equal the first stages of a full run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from rprloc_core.experiments.models import load_models, models_hash
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
 STAGES = ("start", "coarse1", "coarse2", "coarse3", "fine")
+STRATEGY_STAGES = {"extreme": STAGES, "diagonal": STAGES[:2]}
 AUTHORS_VARIANT = "fine_mean_embedding"     # Mc + Mf with the K embeddings averaged (authors' code)
 
 
@@ -39,7 +43,8 @@ def cache(settings, strategy: str) -> PredictionCache:
     the inference settings the cached predictions depend on."""
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
-           "k_authors": inference.k, "starts_authors": [inference.starts, inference.pool_factor], "seed": settings.seed, "stages": list(STAGES)}
+           "k_authors": inference.k, "starts_authors": [inference.starts, inference.pool_factor],
+           "seed": settings.seed, "stages": list(STRATEGY_STAGES[strategy])}
     return PredictionCache.for_method(settings, f"rprloc-{strategy}", key)
 
 
@@ -61,6 +66,12 @@ def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs
     points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, strategy))
     rng = case_rng(settings.seed, query_id, support_id)
     common = dict(organ_of_point=organ_of_point, k=inference.k_max)
+    if strategy == "diagonal":
+        coarse = localize(query.volume, (support.volume, points), models["coarse"], rng=rng, schedule=("coarse",),
+                          **common)
+        store.write(support_id, query_id, organ_of_point, trajectories_mm=coarse.trajectories_mm.astype(np.float32),
+                    wall_s_coarse1=coarse.wall_s)
+        return
     coarse = localize(query.volume, (support.volume, points), models["coarse"], rng=rng,
                       schedule=("coarse", "coarse", "coarse"), **common)
     fine = localize(query.volume, (support.volume, points), models["coarse"], models["fine"], rng=rng,
