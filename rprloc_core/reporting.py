@@ -25,6 +25,12 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_text(text: str, path: Path) -> Path:
+    """A text result (e.g. results/<profile>/summary.md), written atomically."""
+    _atomic_write_text(Path(path), text)
+    return Path(path)
+
+
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     """A GitHub Markdown table (no extra dependency)."""
     def cell(v):

@@ -11,7 +11,8 @@ and passes them to `load_settings`, so they reach every computation, worker proc
 Notebook sources are the py:percent files `notebooks/NN_*.py` (the paired .ipynb are kept in step
 by jupytext). Executed copies go to `results/<profile>/executed/`, and `manifest.json` records the
 settings, overrides, parameters, seed, git commit, package versions and wall time of every
-notebook. A notebook that fails stops the run; the ones before it keep their results.
+notebook. A notebook that fails stops the run; the ones before it keep their results. A demo run
+into the committed results/ also rewrites README.md's results section from the summary notebook.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from rprloc_core.experiments.summary import update_readme
 from rprloc_core.paths import PROJECT_ROOT, results_dir
 from rprloc_core.reporting import portable_paths, write_json
 from rprloc_core.settings import SettingsError, load_settings, parse_assignments
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+README_PROFILE = "demo"      # the profile whose summary is README.md's results section
 PACKAGES = ("torch", "numpy", "SimpleITK", "pandas", "matplotlib", "papermill", "jupytext", "ipywidgets")
 
 
@@ -142,7 +145,19 @@ def main(argv=None) -> int:
             "git_commit": manifest["git_commit"]}
         write_json(manifest, manifest_path)
         print(f"   done in {wall:.0f} s", flush=True)
+    if refresh_readme(args.profile, results, overrides):
+        print(f"README.md: results section rewritten from {results.name}/summary.md", flush=True)
     return 0
+
+
+def refresh_readme(profile: str, results: Path, overrides) -> bool:
+    """README.md's results section is the summary notebook's summary.md of the README's profile,
+    when that run wrote the committed results (not a scratch folder, no overrides)."""
+    summary = results / "summary.md"
+    committed = (PROJECT_ROOT / "results" / README_PROFILE).resolve()
+    if profile != README_PROFILE or results.resolve() != committed or overrides or not summary.is_file():
+        return False
+    return update_readme(PROJECT_ROOT / "README.md", summary.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -49,3 +49,16 @@ def test_columns_and_row_counts(tmp_path):
     assert "missing ['awd_mm']" in compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["t.csv"][0]
     write(tmp_path / "b", "t.csv", table().iloc[:1])
     assert compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["t.csv"] == ["2 rows committed, 1 regenerated"]
+
+
+def test_prose_columns_compare_words_not_numbers(tmp_path):
+    def claims(here, verdict):
+        return pd.DataFrame({"claim": ["fast"], "paper": ["0.15 s"], "here": [here], "verdict": [verdict]})
+
+    write(tmp_path / "a", "c.csv", claims("0.16 s (one CPU thread), 5x", "reproduced"))
+    write(tmp_path / "b", "c.csv", claims("0.21 s (one CPU thread), 1,200x", "reproduced"))
+    assert compare_results.compare_folders(tmp_path / "a", tmp_path / "b") == {}
+    write(tmp_path / "b", "c.csv", claims("0.16 s (two CPU threads), 5x", "reproduced"))
+    assert "here" in compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["c.csv"][0]
+    write(tmp_path / "b", "c.csv", claims("0.16 s (one CPU thread), 5x", "not reproduced"))
+    assert "verdict" in compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["c.csv"][0]

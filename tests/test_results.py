@@ -75,7 +75,8 @@ def test_table3():
 def test_figures_exist():
     for name in ("spacing_distribution", "examples_before_after_resampling", "pnet_loss_curves",
                  "method_on_real_ct", "table2_multistep", "table1_diagonal_vs_extreme",
-                 "mandible_diagonal_vs_extreme", "figure4_brainstem_boxes"):
+                 "mandible_diagonal_vs_extreme", "figure4_brainstem_boxes", "run_spread", "few_shot",
+                 "summary_accuracy_time"):
         path = DEMO / "figures" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 10_000, name
 
@@ -89,3 +90,22 @@ def test_benchmarks():
     assert not re.search(r'"/(work|home|root|tmp|Users)/', json.dumps(rprloc))   # no absolute path of a machine
     tm = json.loads((DEMO / "benchmarks" / "template_matching.json").read_text(encoding="utf-8"))
     assert tm
+
+
+def test_summary_and_readme_agree():
+    methods = table("summary_methods")
+    assert {"Mc + Mf", "GS Cosine", "Registration: affine"} <= set(methods.method)
+    claims = table("summary_claims")
+    assert claims.verdict.isin(["reproduced", "not reproduced", "reproduced in part", "not tested"]).all()
+    section = (DEMO / "summary.md").read_text(encoding="utf-8").strip()
+    readme = (DEMO.parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- summary:begin -->")[1].split("<!-- summary:end -->")[0].strip()
+    assert block == section, "README's results section is not results/demo/summary.md: run `make reproduce`"
+
+
+def test_beyond_the_paper_tables():
+    few = table("few_shot")
+    assert set(few.supports) == {1, 3, 5} and few["IoU %"].between(0, 100).all()
+    spread = table("run_spread").set_index("organ")
+    assert spread.loc["All organs", "boxes"] == spread.drop("All organs").boxes.sum()
+    assert spread["AUC: spread flags them"].dropna().between(0, 1).all()

@@ -9,6 +9,7 @@ functions draw what they are given.
     table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
     autoencoder_training, autoencoder_reconstructions, table3_chart,
     figure4                                                               notebook 05 (paper Table 3, Figure 4)
+    accuracy_against_time                                                 notebook 09 (summary)
 """
 
 from __future__ import annotations
@@ -485,3 +486,42 @@ def figure4(settings, protocol, organ: str = "Brainstem", with_rprloc: bool = Tr
         predictions[RPRLOC_LABEL] = rprloc.organ_points(fine, organ)
     metrics = {m: score_prediction(query, organ, p, "extreme") for m, p in predictions.items()}
     return figure4_panel(query, organ, predictions, metrics)
+
+
+# ---------------------------------------------------------------------------------- notebook 09
+
+def accuracy_against_time(methods):
+    """Mean IoU against seconds per organ (log scale) for every method with a measured time (filled)
+    and the paper's number for the same method (hollow, joined by a dotted line), by family."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    families = list(dict.fromkeys(methods.family))
+    colours = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    drawn = set()
+    for row in methods.to_dict("records"):
+        colour = colours[row["family"]]
+        here = np.isfinite(row["s/organ"]) and np.isfinite(row["IoU %"])
+        paper = np.isfinite(row["paper s/organ"]) and np.isfinite(row["paper IoU %"])
+        if here:
+            ax.scatter(row["s/organ"], row["IoU %"], color=colour, s=40, zorder=3)
+            ax.annotate(row["method"], (row["s/organ"], row["IoU %"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+        if paper:
+            ax.scatter(row["paper s/organ"], row["paper IoU %"], facecolors="none", edgecolors=colour, s=40, zorder=3)
+            if not here:
+                ax.annotate(f"{row['method']} (paper only)", (row["paper s/organ"], row["paper IoU %"]), fontsize=7,
+                            xytext=(4, 3), textcoords="offset points")
+        if here and paper:
+            ax.plot([row["s/organ"], row["paper s/organ"]], [row["IoU %"], row["paper IoU %"]], ls=":",
+                    color=colour, lw=0.8)
+        drawn.update({row["family"]} if here or paper else set())
+    for family in [f for f in families if f in drawn]:
+        ax.scatter([], [], color=colours[family], label=family)
+    ax.scatter([], [], facecolors="none", edgecolors="gray", label="the paper's number (its data, a GPU)")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per organ (log scale; here: one CPU thread)")
+    ax.set_ylabel("mean IoU over organs (%)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Accuracy against time: every method measured here, and the paper's numbers", fontsize=9)
+    fig.tight_layout()
+    return fig
+
