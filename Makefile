@@ -47,6 +47,7 @@ smoke: $(VENV)/.installed
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/data_pipeline.py --profile $(PROFILE)
 	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE)
+	$(PY) benchmarks/widget_redraw.py --profile $(PROFILE)
 
 clean-env:
 	rm -rf $(VENV)

@@ -66,11 +66,19 @@ class KrRuns:
                                                  self.starts, self.pool_factor)
         return self._starts[query_id]
 
+    def _key(self, query_id: str, k: int, r_coarse: float, r_fine: float) -> tuple:
+        reuse_runs = self.ensemble == "mean_position"        # K runs = the first K of K_max: compute K_max once
+        return query_id, self._model_names(r_coarse, r_fine), None if reuse_runs else int(k)
+
+    def kept(self, query_id: str, k: int, r_coarse: float, r_fine: float) -> bool:
+        """Whether this view's localisation is already computed (a redraw needs no network call)."""
+        return self._key(query_id, k, r_coarse, r_fine) in self._results
+
     def predict(self, query_id: str, k: int, r_coarse: float, r_fine: float):
         """(predicted points (P, 3), seconds this view took to compute: 0 when it was kept)."""
         names = self._model_names(r_coarse, r_fine)
-        reuse_runs = self.ensemble == "mean_position"        # K runs = the first K of K_max: compute K_max once
-        key = (query_id, names, None if reuse_runs else int(k))
+        reuse_runs = self.ensemble == "mean_position"
+        key = self._key(query_id, k, r_coarse, r_fine)
         if key not in self._results:
             t0 = time.perf_counter()
             k_run = self.k_max if reuse_runs else int(k)

@@ -90,6 +90,9 @@ def test_benchmarks():
     assert not re.search(r'"/(work|home|root|tmp|Users)/', json.dumps(rprloc))   # no absolute path of a machine
     tm = json.loads((DEMO / "benchmarks" / "template_matching.json").read_text(encoding="utf-8"))
     assert tm
+    widget = json.loads((DEMO / "benchmarks" / "widget_redraw.json").read_text(encoding="utf-8"))
+    back = [r for r in widget["redraws"] if r["change"] == "back to the first view"]
+    assert back and not any(r["network_call"] for r in back)      # a view seen before is kept
 
 
 def test_summary_and_readme_agree():
