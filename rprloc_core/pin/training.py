@@ -1,0 +1,191 @@
+"""Training PIN, resumable, and the predictor its update rules call.
+
+A state space says what a state is and how it becomes landmark positions:
+- `LandmarkSpace`: one landmark, the state is its position in mm (PIN-Single);
+- `ShapeSpace`: all landmarks, the state is their shape parameters b (PIN-Multiple).
+Training draws a case and a state around the case's true state (uniform within +- `scale` per
+dimension), cuts the 2.5D patches of every landmark at the positions that state gives, and learns
+the displacement back to the truth (in units of `scale`, so every dimension's target is within
++-1) and its direction class. The same `scale` turns the network's answer back into state units
+at inference (`predictor`).
+
+Files in `out_dir`: `last.pt` (model, optimizer, step, generator state, history, config: what a
+resumed run needs) written atomically every `checkpoint_every` steps and at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rprloc_core.errors import DataError
+from rprloc_core.geometry.volume import Volume
+from rprloc_core.pin.network import PINNet, pin_loss
+from rprloc_core.pin.patches25d import cut_25d
+from rprloc_core.pin.shape_model import ShapeModel
+from rprloc_core.rprloc.pnet import atomic_torch_save
+
+
+@dataclass(frozen=True)
+class LandmarkSpace:
+    """PIN-Single: the state is one landmark's position (mm); moves are scaled by `range_mm`."""
+    range_mm: tuple = (60.0, 60.0, 60.0)
+
+    @property
+    def scale(self) -> np.ndarray:
+        return np.asarray(self.range_mm, dtype=float)
+
+    @property
+    def n_landmarks(self) -> int:
+        return 1
+
+    def landmarks(self, states: np.ndarray) -> np.ndarray:
+        return np.asarray(states, dtype=float).reshape(-1, 1, 3)
+
+
+@dataclass(frozen=True)
+class ShapeSpace:
+    """PIN-Multiple: the state is the shape parameters b of all landmarks; moves are scaled by
+    `n_sd` standard deviations of each mode."""
+    model: ShapeModel
+    n_sd: float = 1.5
+
+    @property
+    def scale(self) -> np.ndarray:
+        return self.n_sd * self.model.sd
+
+    @property
+    def n_landmarks(self) -> int:
+        return self.model.n_landmarks
+
+    def landmarks(self, states: np.ndarray) -> np.ndarray:
+        return self.model.decode(np.asarray(states, dtype=float).reshape(-1, self.model.n_modes))
+
+
+# Settings a resumed run may change: how long it runs, not what it learns.
+RESUMABLE_CHANGES = ("steps", "time_limit_s")
+
+
+@dataclass(frozen=True)
+class PINTrainConfig:
+    patch_size: int = 32               # pixels per side of each 2.5D plane (a multiple of 32)
+    pixel_mm: float = 3.0              # mm per pixel: 32 x 3 mm = a 96 mm field
+    width: int = 16
+    hidden: int = 128
+    loss: str = "C+R"
+    alpha: float = 0.5
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 1e-3
+    seed: int = 0
+    checkpoint_every: int = 100
+    time_limit_s: float | None = None  # pauses the run (resumable); never decides which model is used
+
+
+def patches_for_states(volume: Volume, space, states: np.ndarray, config: PINTrainConfig) -> torch.Tensor:
+    """Network input (N, 3L, S, S) for states (N, D) in one volume."""
+    points = space.landmarks(states)                                    # (N, L, 3)
+    n, n_landmarks = points.shape[:2]
+    patches = cut_25d(volume, points.reshape(-1, 3), config.patch_size, config.pixel_mm)
+    return torch.from_numpy(patches.reshape(n, 3 * n_landmarks, config.patch_size, config.patch_size))
+
+
+def build_network(space, config: PINTrainConfig) -> PINNet:
+    """A fresh network; its weights depend only on config.seed (the global generator is left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, 11]).generate_state(1)[0]))
+        return PINNet(3 * space.n_landmarks, config.patch_size, len(space.scale), config.width, config.hidden)
+
+
+def _batch(cases, space, config: PINTrainConfig, rng: np.random.Generator):
+    scale = space.scale
+    which = rng.integers(len(cases), size=config.batch_size)
+    inputs, targets = [], []
+    for i in which:
+        volume, truth = cases[i]
+        state = truth + rng.uniform(-1.0, 1.0, size=len(scale)) * scale
+        inputs.append(patches_for_states(volume, space, state[None], config))
+        targets.append((truth - state) / scale)
+    return torch.cat(inputs), torch.as_tensor(np.stack(targets), dtype=torch.float32)
+
+
+def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.ndarray]], out_dir,
+              progress: bool = True) -> dict:
+    """Train (or resume) in `out_dir`. `cases`: (volume, true state (D,)) per training case.
+    Returns a summary (steps done, last loss, why it stopped)."""
+    if not cases:
+        raise ValueError("no training cases")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last = out_dir / "last.pt"
+    net = build_network(space, config)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    rng = np.random.default_rng([config.seed, 13])
+    step, history, resumed = 0, [], False
+    if last.is_file():
+        saved = torch.load(last, map_location="cpu", weights_only=False)
+        differs = {k for k, v in asdict(config).items() if saved["config"].get(k) != v} - set(RESUMABLE_CHANGES)
+        if differs:
+            raise DataError(last, f"was trained with other settings ({', '.join(sorted(differs))}); use another "
+                                  "folder or delete it to restart")
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["rng"]
+        step, history, resumed = saved["step"], saved["history"], True
+
+    def save():
+        atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                           "rng": rng.bit_generator.state, "history": history, "config": asdict(config),
+                           "net_config": net.config}, last)
+
+    start, stopped, running = time.perf_counter(), "steps", []
+    net.train()
+    bar = tqdm(total=config.steps, initial=step, desc="PIN training", disable=not progress)
+    while step < config.steps:
+        if config.time_limit_s is not None and time.perf_counter() - start > config.time_limit_s:
+            stopped = "time limit (resumable)"
+            break
+        x, target = _batch(cases, space, config, rng)
+        logits, displacement = net(x)
+        loss = pin_loss(logits, displacement, target, config.loss, config.alpha)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        running.append(float(loss.detach()))
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            history.append({"step": step, "loss": float(np.mean(running))})
+            running = []
+            save()
+        bar.update()
+    bar.close()
+    if running:
+        save()
+    return {"steps": step, "resumed": resumed, "stopped": stopped,
+            "last_loss": history[-1]["loss"] if history else None, "wall_s": time.perf_counter() - start}
+
+
+def load_network(path) -> PINNet:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    net = PINNet(**saved["net_config"])
+    net.load_state_dict(saved["model"])
+    return net.eval()
+
+
+def predictor(net: PINNet, space, volume: Volume, config: PINTrainConfig):
+    """The function the update rules call: states (N, D) -> (class probabilities (N, 2D),
+    displacement (N, D) in state units)."""
+    scale = space.scale
+
+    @torch.no_grad()
+    def predict(states: np.ndarray):
+        net.eval()
+        logits, displacement = net(patches_for_states(volume, space, states, config))
+        return torch.softmax(logits, dim=1).numpy().astype(float), displacement.numpy().astype(float) * scale
+    return predict
