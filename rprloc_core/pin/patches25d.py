@@ -6,6 +6,8 @@ are wide); outside the volume the value is `fill`."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from rprloc_core.geometry.volume import Volume
 
@@ -52,9 +54,21 @@ def patch_grid_mm(centres_mm: np.ndarray, size: int, pixel_mm: float) -> np.ndar
 
 
 def cut_25d(volume: Volume, centres_mm: np.ndarray, size: int, pixel_mm: float, fill: float = 0.0) -> np.ndarray:
-    """Patches (N, 3, size, size), float32: axial, coronal and sagittal through each centre."""
+    """Patches (N, 3, size, size), float32: axial, coronal and sagittal through each centre.
+    Trilinear like `sample_trilinear` (which it equals up to float rounding), through torch's
+    grid_sample: about 2x faster on a CPU for the thousands of planes a training batch needs."""
     if size < 2:
         raise ValueError(f"a 2.5D patch needs at least 2 x 2 pixels, got {size}")
     if pixel_mm <= 0:
         raise ValueError(f"pixel_mm must be positive, got {pixel_mm}")
-    return sample_trilinear(volume, patch_grid_mm(centres_mm, size, pixel_mm), fill)
+    grid_mm = patch_grid_mm(centres_mm, size, pixel_mm)                 # (N, 3, S, S, 3) z y x
+    idx = volume.mm_to_idx(grid_mm)
+    shape = np.asarray(volume.shape, dtype=float)
+    # grid_sample wants (x, y, z) in [-1, 1] with -1 and 1 on the outer voxel centres (align_corners)
+    normalised = 2.0 * idx / np.maximum(shape - 1, 1) - 1.0
+    grid = torch.from_numpy(normalised[..., ::-1].astype(np.float32).copy()).reshape(1, -1, 1, 1, 3)
+    image = torch.from_numpy(volume.array)[None, None]
+    values = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    values = values.reshape(grid_mm.shape[:-1]).numpy()
+    inside = np.all((idx >= 0) & (idx <= shape - 1), axis=-1)
+    return np.where(inside, values, np.float32(fill)).astype(np.float32)
