@@ -66,9 +66,12 @@ class KrRuns:
                                                  self.starts, self.pool_factor)
         return self._starts[query_id]
 
+    @property
+    def _reuses_runs(self) -> bool:
+        return self.ensemble == "mean_position"             # K runs = the first K of K_max: compute K_max once
+
     def _key(self, query_id: str, k: int, r_coarse: float, r_fine: float) -> tuple:
-        reuse_runs = self.ensemble == "mean_position"        # K runs = the first K of K_max: compute K_max once
-        return query_id, self._model_names(r_coarse, r_fine), None if reuse_runs else int(k)
+        return query_id, self._model_names(r_coarse, r_fine), None if self._reuses_runs else int(k)
 
     def kept(self, query_id: str, k: int, r_coarse: float, r_fine: float) -> bool:
         """Whether this view's localisation is already computed (a redraw needs no network call)."""
@@ -77,11 +80,10 @@ class KrRuns:
     def predict(self, query_id: str, k: int, r_coarse: float, r_fine: float):
         """(predicted points (P, 3), seconds this view took to compute: 0 when it was kept)."""
         names = self._model_names(r_coarse, r_fine)
-        reuse_runs = self.ensemble == "mean_position"
         key = self._key(query_id, k, r_coarse, r_fine)
         if key not in self._results:
             t0 = time.perf_counter()
-            k_run = self.k_max if reuse_runs else int(k)
+            k_run = self.k_max if self._reuses_runs else int(k)
             result = localize(self.query(query_id).volume, (self.support.volume, self.points),
                               self.models[names[0]], self.models[names[1]], schedule=("coarse", "fine"), k=k_run,
                               ensemble=self.ensemble, start_mm=self._start_positions(query_id)[:k_run],

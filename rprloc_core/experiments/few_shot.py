@@ -25,7 +25,6 @@ from rprloc_core.evaluation.protocol import Protocol, case_rng, choose_supports,
 from rprloc_core.evaluation.scoring import score_points, summarize
 from rprloc_core.experiments import rprloc_predictions
 from rprloc_core.experiments.models import models_hash
-from rprloc_core.experiments.rprloc_predictions import main_models
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
 FUSIONS = ("embedding mean", "position mean")
@@ -77,7 +76,7 @@ def compute_pair(settings, support_set: str, query_id: str, organs=HAN_ORGANS) -
     if store.has(support_set, query_id):
         return
     ids = support_set.split(SET_SEPARATOR)
-    models = main_models(settings)
+    models = rprloc_predictions.main_models(settings)
     query = dataset.load_case(settings, query_id)
     wanted = [o for o in organs if o in query.labels]
     stacked = []
@@ -110,14 +109,20 @@ def _read(settings, protocol: Protocol, support_set: str, query_id: str) -> tupl
 
 def per_query(settings, protocol: Protocol) -> pd.DataFrame:
     """Per (n supports, fusion, support set, query, organ) metrics. `support` names the set."""
-    ids, rows = supports(settings, protocol), []
+    ids, rows, kept = supports(settings, protocol), [], {}
+
+    def read(support_set, query_id):           # a single support's run serves several sets: read it once
+        if (support_set, query_id) not in kept:
+            kept[support_set, query_id] = _read(settings, protocol, support_set, query_id)
+        return kept[support_set, query_id]
+
     for n in settings.rprloc.inference.few_shot_sizes:
         for group in support_sets(ids, n):
             name = SET_SEPARATOR.join(group)
             for query_id in protocol.queries:
-                singles = [_read(settings, protocol, s, query_id) for s in group]
+                singles = [read(s, query_id) for s in group]
                 organ_of_point = singles[0][2]
-                fused = _read(settings, protocol, name, query_id)
+                fused = read(name, query_id)
                 # seconds: the one run of the embedding mean, or one run per support
                 predictions = {"embedding mean": fused[:2],
                                "position mean": (np.mean([r[0] for r in singles], axis=0),

@@ -35,10 +35,14 @@ def with_paper_columns(table: pd.DataFrame, paper: pd.DataFrame, on: dict) -> pd
     return table.merge(right[cols], on=list(on.keys()), how="left")
 
 
+def mean_rows(table: pd.DataFrame, **match) -> pd.DataFrame:
+    """The 'Mean' organ rows of a per-organ table whose columns equal `match`."""
+    return table[(table.organ == "Mean") & pd.concat([table[k] == v for k, v in match.items()], axis=1).all(axis=1)]
+
+
 def paper_mean(name: str, metric: str = "iou_pct", **match) -> float:
     """One of the paper's Mean-row numbers, e.g. paper_mean("rprloc_table2", method="Mc + Mf")."""
-    table = paper_table(name)
-    rows = table[(table.organ == "Mean") & pd.concat([table[k] == v for k, v in match.items()], axis=1).all(axis=1)]
+    rows = mean_rows(paper_table(name), **match)
     if len(rows) != 1:
         raise KeyError(f"{name}: {len(rows)} Mean rows match {match}")
     return float(rows[metric].iloc[0])

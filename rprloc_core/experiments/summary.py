@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from rprloc_core.data.organs import HAN_ORGANS
-from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, SUPERVISED_LABEL, TEMPLATE_LABELS, paper_mean
+from rprloc_core.experiments.paper import (
+    RPRLOC_LABEL,
+    STAGE_LABELS,
+    SUPERVISED_LABEL,
+    TEMPLATE_LABELS,
+    mean_rows,
+    paper_mean,
+)
 from rprloc_core.reporting import markdown_table
 
 FAMILIES = {
@@ -101,7 +108,7 @@ def methods_table(results: Path, organs=HAN_ORGANS) -> pd.DataFrame:
 def _mean(table: pd.DataFrame | None, metric: str = "iou_pct", **match) -> float:
     if table is None:
         return np.nan
-    rows = table[(table.organ == "Mean") & pd.concat([table[k] == v for k, v in match.items()], axis=1).all(axis=1)]
+    rows = mean_rows(table, **match)
     return float(rows[metric].iloc[0]) if len(rows) == 1 else np.nan
 
 
