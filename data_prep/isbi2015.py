@@ -32,6 +32,8 @@ import SimpleITK as sitk
 from rprloc_core.data.landmark_cases import CASES_FILE, LANDMARKS_FILE
 from rprloc_core.errors import DataError
 
+from ._convert import adapter_main
+
 PIXEL_MM = 0.1
 N_LANDMARKS = 19
 SPLIT_FOLDERS = {"TrainingData": "train", "Test1Data": "test1", "Test2Data": "test2"}
@@ -133,18 +135,16 @@ def convert(source, out, annotators=ANNOTATORS, progress: bool = False) -> pd.Da
     return table
 
 
+@adapter_main
 def main(argv=None) -> int:
+    """A bad release is one line `error: <file>: <problem>` and exit status 2 (as every adapter)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="the release folder (RawImage/, AnnotationsByMD/)")
     parser.add_argument("--out", required=True, help="where to write the landmark case layout")
     parser.add_argument("--annotators", nargs="+", default=list(ANNOTATORS), choices=ANNOTATORS,
                         help="doctors whose positions are averaged into the ground truth (default both)")
     args = parser.parse_args(argv)
-    try:
-        table = convert(args.source, args.out, tuple(args.annotators), progress=True)
-    except DataError as error:
-        print(f"error: {error}")
-        return 1
+    table = convert(args.source, args.out, tuple(args.annotators), progress=True)
     print(f"{len(table)} cases ({', '.join(f'{s}: {n}' for s, n in table.split.value_counts().items())}) "
           f"written to {args.out}")
     return 0

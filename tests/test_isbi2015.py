@@ -91,4 +91,5 @@ def test_cli_and_metrics_on_original_resolution(tmp_path, capsys):
     case = load_landmark_case(tmp_path / "out", "001")
     errors = np.linalg.norm(case.landmarks_mm + [[0.0, 2.2]] - case.landmarks_mm, axis=1)   # 2.2 mm off
     assert detection_rate(errors, (2.0, 2.5)) == {2.0: 0.0, 2.5: 1.0}
-    assert isbi2015.main(["--source", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
+    assert isbi2015.main(["--source", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert "error:" in capsys.readouterr().err
