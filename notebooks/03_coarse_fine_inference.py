@@ -42,14 +42,14 @@ from rprloc_core import gui
 from rprloc_core.data import dataset
 from rprloc_core.evaluation.protocol import one_shot_protocol, validation_protocol
 from rprloc_core.experiments import (
-                                     error_analysis,
-                                     few_shot,
-                                     figures,
-                                     findings,
-                                     models,
-                                     rprloc_predictions,
-                                     schedules,
-                                     tables,
+    error_analysis,
+    few_shot,
+    figures,
+    findings,
+    models,
+    rprloc_predictions,
+    schedules,
+    tables,
 )
 from rprloc_core.paths import results_dir
 from rprloc_core.reporting import markdown_table, save_figure, write_table

@@ -64,7 +64,7 @@ plt.show()
 # Each verdict is computed from the numbers beside it (`summary.claims_table`), never typed.
 
 # %%
-claims = summary.claims_table(results)
+claims = summary.claims_table(results, methods)
 write_table(claims, "summary_claims", results)
 display(Markdown(markdown_table(claims)))
 

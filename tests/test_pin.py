@@ -7,9 +7,26 @@ import torch
 
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.network import PINNet, pin_loss
-from rprloc_core.pin.patches25d import cut_25d, sample_trilinear
+from rprloc_core.pin.patches25d import cut_25d
 from rprloc_core.pin.shape_model import ShapeModel, fit_shape_model
 from rprloc_core.pin.update_rules import class_steps, direction_class, iterate, localise
+
+
+def sample_trilinear(volume, points_mm, fill=0.0):
+    """The reference: values at points (..., 3) mm, trilinear between voxel centres, `fill` beyond
+    the outer ones, written as plainly as possible."""
+    idx = volume.mm_to_idx(points_mm)
+    shape = np.asarray(volume.shape)
+    inside = np.all((idx >= 0) & (idx <= shape - 1), axis=-1)
+    idx = np.clip(idx, 0, shape - 1)
+    lo = np.minimum(np.floor(idx).astype(np.int64), shape - 2).clip(min=0)
+    frac = idx - lo
+    out = np.zeros(idx.shape[:-1])
+    for corner in np.ndindex(2, 2, 2):
+        weight = np.prod([np.where(c, frac[..., a], 1 - frac[..., a]) for a, c in enumerate(corner)], axis=0)
+        at = [np.minimum(lo[..., a] + c, shape[a] - 1) for a, c in enumerate(corner)]
+        out += weight * volume.array[at[0], at[1], at[2]]
+    return np.where(inside, out, fill)
 
 
 def test_shape_model_round_trip_and_kept_variance():
@@ -55,6 +72,16 @@ def test_trilinear_sampling_is_linear_and_fills_outside():
     expected = 2 * points_idx[:, 0] + 3 * points_idx[:, 1] - points_idx[:, 2]
     np.testing.assert_allclose(sample_trilinear(volume, volume.idx_to_mm(points_idx)), expected, atol=1e-5)
     assert sample_trilinear(volume, volume.idx_to_mm([[-1.0, 0, 0]]), fill=-7.0)[0] == -7.0
+    # the library's sampler, on the same field: exact wherever a plane's pixel lies inside, fill outside
+    from rprloc_core.pin.patches25d import patch_grid_mm
+
+    centres = volume.idx_to_mm(points_idx)
+    grid_idx = volume.mm_to_idx(patch_grid_mm(centres, 4, 1.5))
+    patches = cut_25d(volume, centres, 4, pixel_mm=1.5, fill=-7.0)
+    inside = np.all((grid_idx >= 0) & (grid_idx <= np.asarray(volume.shape) - 1), axis=-1)
+    linear = 2 * grid_idx[..., 0] + 3 * grid_idx[..., 1] - grid_idx[..., 2]
+    np.testing.assert_allclose(patches[inside], linear[inside], atol=1e-4)
+    assert (~inside).any() and (patches[~inside] == -7.0).all()
 
 
 def _quadratic_field(target, step=1.0):

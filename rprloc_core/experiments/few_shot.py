@@ -54,7 +54,7 @@ def _runs(settings, protocol: Protocol) -> list[tuple]:
     position mean) that the one-shot evaluation has not run already, and every set of more than one
     for the embedding mean."""
     ids = supports(settings, protocol)
-    sets = {(s,) for s in ids if s not in protocol.supports}
+    sets = {(s,) for s in ids if not _evaluated(settings, protocol, s)}
     for n in settings.rprloc.inference.few_shot_sizes:
         if n > 1:
             sets.update(support_sets(ids, n))
@@ -96,10 +96,19 @@ def predict_all(settings, protocol: Protocol, parallel: bool = True, progress: b
     run_jobs(compute_pair, jobs, "few-shot RPR-Loc", parallel, progress)
 
 
+def _evaluated(settings, protocol: Protocol, support_set: str) -> bool:
+    """Whether the one-shot evaluation's cache already holds this run: a protocol support alone,
+    when the profile's default is the embedding mean (the cache's separate default run, with the
+    same K, starts and generator). With the mean of positions the cache holds K_max runs from
+    independent starts instead, which are not the default run: those are computed here."""
+    return (support_set in protocol.supports
+            and rprloc_predictions.default_stage(settings) == rprloc_predictions.AUTHORS_VARIANT)
+
+
 def _read(settings, protocol: Protocol, support_set: str, query_id: str) -> tuple:
-    """(points (P, 3), seconds, organ_of_point) of one run; a protocol support's one-shot run is the
-    one-shot evaluation's default run (`rprloc_predictions`, the same starts and options)."""
-    if support_set in protocol.supports:
+    """(points (P, 3), seconds, organ_of_point) of one run, from the one-shot evaluation's cache
+    where it holds it (`_evaluated`), else from this module's."""
+    if _evaluated(settings, protocol, support_set):
         run = rprloc_predictions.read(settings, support_set, query_id)
         points = rprloc_predictions.stage_points(run, rprloc_predictions.AUTHORS_VARIANT, settings.rprloc.inference.k)
         return points, float(run["wall_s_authors"]), run.organ_of_point

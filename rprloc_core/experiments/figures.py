@@ -506,7 +506,8 @@ def accuracy_against_time(methods):
             ax.annotate(row["method"], (row["s/organ"], row["IoU %"]), fontsize=7, xytext=(4, 3),
                         textcoords="offset points")
         if paper:
-            ax.scatter(row["paper s/organ"], row["paper IoU %"], facecolors="none", edgecolors=colour, s=40, zorder=3)
+            ax.scatter(row["paper s/organ"], row["paper IoU %"], facecolors="none", edgecolors=colour, s=40,
+                       zorder=3)
             if not here:
                 ax.annotate(f"{row['method']} (paper only)", (row["paper s/organ"], row["paper IoU %"]), fontsize=7,
                             xytext=(4, 3), textcoords="offset points")
@@ -524,4 +525,3 @@ def accuracy_against_time(methods):
     ax.set_title("Accuracy against time: every method measured here, and the paper's numbers", fontsize=9)
     fig.tight_layout()
     return fig
-

@@ -118,10 +118,11 @@ def _verdict(holds, partly=False) -> str:
     return "reproduced" if holds else "reproduced in part" if partly else "not reproduced"
 
 
-def claims_table(results: Path) -> pd.DataFrame:
-    """The paper's claims, each with the paper's numbers, ours and a verdict computed from them."""
+def claims_table(results: Path, methods: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The paper's claims, each with the paper's numbers, ours and a verdict computed from them.
+    `methods`: `methods_table(results)` when the caller has it already."""
     t1, t2 = read_table(results, "table1_diagonal_vs_extreme"), read_table(results, "table2_multistep")
-    methods = methods_table(results).set_index("method")
+    methods = (methods_table(results) if methods is None else methods).set_index("method")
     rows = []
 
     def claim(text, paper, here, verdict, source):
