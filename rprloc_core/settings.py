@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tomllib
 
+from rprloc_core.detector.config import DetectorTrainConfig
 from rprloc_core.errors import RprlocError
 from rprloc_core.rprloc.config import ENSEMBLES, STARTS, TrainConfig
 
@@ -150,6 +151,16 @@ class WeightsSettings:
 
 
 @dataclass(frozen=True)
+class DetectorSettings:
+    """The supervised reference (notebook 08): training settings and its own release folder (it
+    learns from labels, unlike every model of `weights.release`). `weights.source` decides for it
+    too: "release" reads the release, "train" trains in the data folder."""
+    train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
+    release: str | None = None            # release folder, relative to the project root
+    n_validation: int | None = None       # validation patients seen while training (None: all)
+
+
+@dataclass(frozen=True)
 class Settings:
     name: str
     description: str
@@ -160,6 +171,7 @@ class Settings:
     template_matching: TemplateMatchingSettings
     figures: FigureSettings = field(default_factory=FigureSettings)
     weights: WeightsSettings = field(default_factory=WeightsSettings)
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
     # (dotted key, value) pairs applied on top of the file; a record only (their effect is in the
     # fields above), so not part of equality or the hash (values may be lists)
     overrides: tuple = field(default=(), compare=False)

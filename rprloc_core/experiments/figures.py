@@ -9,6 +9,7 @@ functions draw what they are given.
     table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
     autoencoder_training, autoencoder_reconstructions, table3_chart,
     figure4                                                               notebook 05 (paper Table 3, Figure 4)
+    detector_training, detector_example                                   notebook 08 (supervised reference)
     accuracy_against_time                                                 notebook 09 (summary)
 """
 
@@ -23,7 +24,7 @@ from rprloc_core.data import cases, dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.data.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, intensity_map
 from rprloc_core.evaluation.scoring import score_prediction
-from rprloc_core.experiments import models, rprloc_predictions, template_predictions
+from rprloc_core.experiments import detector_predictions, models, rprloc_predictions, template_predictions
 from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
@@ -486,6 +487,60 @@ def figure4(settings, protocol, organ: str = "Brainstem", with_rprloc: bool = Tr
         predictions[RPRLOC_LABEL] = rprloc.organ_points(fine, organ)
     metrics = {m: score_prediction(query, organ, p, "extreme") for m, p in predictions.items()}
     return figure4_panel(query, organ, predictions, metrics)
+
+
+# ---------------------------------------------------------------------------------- notebook 08
+
+def detector_training(history: pd.DataFrame):
+    """The detector's training: its losses (training steps and validation patients), and the
+    validation IoU of both box rules (on the coarse grid), against the step; the chosen checkpoint
+    (lowest validation loss) marked."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    left.plot(history.step, history.seg_loss, color="tab:blue", label="training: segmentation (Dice + BCE)")
+    left.plot(history.step, history.box_loss, color="tab:orange", label="training: face distances (smooth L1)")
+    if "val_loss" in history:
+        left.plot(history.step, history.val_loss, color="black", marker="o", ms=3, label="validation: total")
+        best = history.loc[history.val_loss.idxmin()]
+        for ax in (left, right):
+            ax.axvline(best.step, color="gray", ls=":", lw=1)
+        left.set_title(f"Losses (checkpoint kept: step {int(best.step)}, lowest validation loss)", fontsize=9)
+        for rule, colour in (("mask", "tab:green"), ("votes", "tab:red")):
+            column = f"val_iou_{rule}_pct"
+            if column in history:
+                right.plot(history.step, history[column], color=colour, marker="o", ms=3,
+                           label=detector_predictions.RULE_LABELS[rule])
+        right.set_ylabel("mean box IoU, % (6 x 4 x 4 mm grid)")
+        right.set_title("Validation patients", fontsize=9)
+        right.legend(fontsize=8)
+    left.set_yscale("log")
+    left.set_xlabel("training step")
+    right.set_xlabel("training step")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def detector_example(settings, query_id: str, rule: str, organs=HAN_ORGANS):
+    """The detector's boxes (solid) and the true boxes (dashed) of every organ on one query, in
+    three views through the first organ's true centre."""
+    query = dataset.load_case(settings, query_id)
+    run = detector_predictions.cache(settings, rule).read(detector_predictions.NO_SUPPORT, query_id)
+    boxes = {}
+    organs = [o for o in organs if o in query.labels and o in run.organs]
+    for organ in organs:
+        colour = ORGAN_COLOURS.get(organ, "white")
+        predicted = box_from_landmarks(query.mm_to_idx(run.organ_points(run["points_mm"], organ)), "extreme")
+        score = score_prediction(query, organ, run.organ_points(run["points_mm"], organ), "extreme")
+        boxes[f"{organ}: {score['iou_pct']:.0f} % IoU"] = (predicted, colour, "-")
+        boxes[f"{organ} (true)"] = (bounding_box(query.labels[organ]), colour, "--")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    centre = bounding_box(query.labels[organs[0]]).centre if organs else np.asarray(query.hu.shape) / 2
+    boxes_in_views(axes, query, boxes, centre)
+    fig.suptitle(f"Supervised detector on patient {query_id}: predicted (solid) and true (dashed) boxes", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles[::2], labels[::2], loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
 
 
 # ---------------------------------------------------------------------------------- notebook 09

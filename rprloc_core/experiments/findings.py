@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 
 from rprloc_core.experiments import models
-from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS, paper_mean, paper_table
+from rprloc_core.experiments.paper import (
+    RPRLOC_LABEL,
+    STAGE_LABELS,
+    SUPERVISED_LABEL,
+    TEMPLATE_LABELS,
+    paper_mean,
+    paper_table,
+)
 
 # The authors' released coarse HaN model reached about this validation MSE (mm^2).
 AUTHORS_COARSE_VAL_MSE_MM2 = 380.0
@@ -207,8 +214,9 @@ def schedule_findings(schedule_table: pd.DataFrame, default_label: str) -> str:
     return " ".join(lines)
 
 
-def references_findings(table: pd.DataFrame, chosen: str, profile: str) -> str:
-    """Registration against RPR-Loc, from the references table's Mean rows."""
+def references_findings(table: pd.DataFrame, chosen: str, profile: str, detector: str | None = None) -> str:
+    """Registration (and the supervised detector, labelled `detector`) against RPR-Loc, from the
+    references table's Mean rows."""
     mean = table[table.organ == "Mean"].set_index("method")
     if RPRLOC_LABEL not in mean.index or not np.isfinite(mean.loc[RPRLOC_LABEL, "iou_pct"]):
         return f"{chosen}: {mean.loc[chosen, 'iou_pct']:.1f} % IoU; RPR-Loc's cached predictions are missing."
@@ -222,6 +230,16 @@ def references_findings(table: pd.DataFrame, chosen: str, profile: str) -> str:
               f"RPR-Loc is more accurate than registration by {rpr.iou_pct - reg.iou_pct:.1f} IoU points")
              + (f", and RPR-Loc is {reg.time_s / rpr.time_s:.0f} times faster per organ." if reg.time_s >= rpr.time_s
                 else f", and registration is {rpr.time_s / reg.time_s:.1f} times faster per organ.")]
+    if detector is not None and detector in mean.index:
+        det = mean.loc[detector]
+        trained_on = "the training split" if profile != "smoke" else "phantoms"
+        text = (f"The **supervised detector** (trained on {trained_on}'s masks) reaches {det.iou_pct:.1f} % IoU "
+                f"and {det.awd_mm:.1f} mm AWD at {det.time_s:.2g} s per organ: "
+                f"{det.iou_pct - rpr.iou_pct:+.1f} IoU points over one-shot RPR-Loc")
+        if SUPERVISED_LABEL in mean.index:
+            text += (f" (the paper: Retina U-Net {mean.loc[SUPERVISED_LABEL, 'paper_iou_pct']:.1f} vs RPR-Loc "
+                     f"{rpr.paper_iou_pct:.1f} % IoU)")
+        lines.append(text + ".")
     if profile == "smoke":
         lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about the methods.*")
-    return " ".join(lines[:2]) + ("\n\n" + lines[2] if len(lines) > 2 else "")
+    return " ".join(lines[:2]) + "".join("\n\n" + line for line in lines[2:])

@@ -1,5 +1,6 @@
-"""Retrain a profile's models (every Pnet and the patch auto-encoder) into the data folder, and
-optionally publish them as the profile's release.
+"""Retrain a profile's models (every Pnet, the patch auto-encoder and the supervised detector) into
+the data folder, and optionally publish them as the profile's releases (the detector has its own,
+`detector.release`: it learns from labels).
 
     python -m rprloc_core.experiments.retrain --profile demo [--set rprloc.coarse.steps=4000]
     python -m rprloc_core.experiments.retrain --profile demo --publish [--overwrite]
@@ -17,7 +18,7 @@ import argparse
 import sys
 
 from rprloc_core.errors import RprlocError
-from rprloc_core.experiments import models, template_predictions
+from rprloc_core.experiments import detector_predictions, models, template_predictions
 from rprloc_core.settings import load_settings, parse_assignments
 
 
@@ -26,6 +27,8 @@ def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict
     summaries = models.train_all(settings, parallel=parallel, progress=progress)
     encoder = template_predictions.train_encoder(settings, progress=progress)
     summaries.append({"name": models.AUTOENCODER, "steps": encoder.step, "stopped": encoder.stopped})
+    detector = detector_predictions.train(settings, progress=progress)
+    summaries.append({"name": detector_predictions.NAME, **detector})
     return summaries
 
 
@@ -45,6 +48,9 @@ def main(argv=None) -> int:
         if args.publish:
             manifest = models.publish_release(settings, overwrite=args.overwrite)
             print(f"published {len(manifest['models'])} models to {models.release_dir(settings)}")
+            if settings.detector.release:
+                detector_predictions.publish(settings, overwrite=args.overwrite)
+                print(f"published the detector to {detector_predictions.release_dir(settings)}")
     except RprlocError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

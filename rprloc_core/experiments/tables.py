@@ -24,9 +24,16 @@ import pandas as pd
 
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS, ORGANS
+from rprloc_core.evaluation.jobs import torch_threads
 from rprloc_core.evaluation.protocol import Protocol
 from rprloc_core.evaluation.scoring import evaluate, summarize
-from rprloc_core.experiments import models, registration_predictions, rprloc_predictions, template_predictions
+from rprloc_core.experiments import (
+    detector_predictions,
+    models,
+    registration_predictions,
+    rprloc_predictions,
+    template_predictions,
+)
 from rprloc_core.experiments.paper import (
     RPRLOC_LABEL,
     STAGE_LABELS,
@@ -237,16 +244,24 @@ def registration_validation(settings, validation, parallel: bool = True) -> tupl
     return table, str(table.loc[table["IoU %"].idxmax(), "method"])
 
 
-def references_table(settings, protocol, chosen: str, parallel: bool = True) -> PaperTable:
-    """The chosen registration and RPR-Loc's default schedule on Table 3's supports and queries,
-    accuracy from the caches, seconds per organ from each timed alone (one thread) on the same
-    timing queries, and the paper's supervised Retina U-Net as a paper-only row."""
+def references_table(settings, protocol, chosen: str, parallel: bool = True,
+                     detector_rule: str | None = None) -> PaperTable:
+    """The chosen registration, the supervised detector (with `detector_rule`) and RPR-Loc's default
+    schedule on Table 3's supports and queries, accuracy from the caches, seconds per organ from
+    each timed alone (one thread) on the same timing queries, and the paper's supervised Retina
+    U-Net as a paper-only row. The detector needs no support: it is scored once per query, and its
+    SD over supports is left empty."""
     config = registration_predictions.CANDIDATES[chosen]
     registration_predictions.predict_all(settings, protocol, [config], parallel=parallel)
     per_query = [registration_predictions.score(settings, protocol, {chosen: config})]
+    if detector_rule is not None:
+        detector_predictions.predict_all(settings, protocol.queries, [detector_rule])
+        per_query.append(detector_predictions.score(settings, protocol.queries,
+                                                    {detector_predictions.LABEL: detector_rule}))
     inference = settings.rprloc.inference
     stage = rprloc_predictions.default_stage(settings)
-    if rprloc_predictions.have_predictions(settings, protocol):
+    have_rprloc = rprloc_predictions.have_predictions(settings, protocol)
+    if have_rprloc:
         per_query.append(rprloc_predictions.score(settings, protocol, "extreme", [(stage, inference.k)],
                                                   {stage: RPRLOC_LABEL}))
     per_query = pd.concat(per_query, ignore_index=True)
@@ -254,10 +269,22 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True) -> 
     support = protocol.supports[0]
     timed = [evaluate(settings, registration_predictions.registration_method(config), chosen, [support],
                       timing_queries, progress=False)]
-    if rprloc_predictions.have_predictions(settings, protocol):
+    if detector_rule is not None:
+        with torch_threads(settings.template_matching.timing_threads):
+            timed.append(evaluate(settings, detector_predictions.detector_method(settings, detector_rule),
+                                  detector_predictions.LABEL, [support], timing_queries, progress=False))
+    if have_rprloc:
         timed.append(template_predictions.time_rprloc(settings, support, timing_queries))
     times = template_predictions.seconds_per_organ(pd.concat(timed, ignore_index=True)).to_dict()
     sources = {m: f"measured here: alone, {len(timing_queries)} queries, support {support}, one thread" for m in times}
     table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs)
-    return PaperTable(table, per_query, {"order": [chosen, *([RPRLOC_LABEL] if len(timed) > 1 else []),
-                                                   SUPERVISED_LABEL]})
+    no_support = table.method == detector_predictions.LABEL
+    table.loc[no_support, ["iou_pct_sd_over_supports", "awd_mm_sd_over_supports"]] = np.nan
+    order = [chosen, *([detector_predictions.LABEL] if detector_rule is not None else []),
+             *([RPRLOC_LABEL] if have_rprloc else []), SUPERVISED_LABEL]
+    return PaperTable(table, per_query, {"order": order})
+
+
+def detector_validation(settings, validation) -> tuple[pd.DataFrame, str]:
+    """The detector's two box rules on the validation patients, and the one with the best mean IoU."""
+    return detector_predictions.rule_validation(settings, list(validation.queries))

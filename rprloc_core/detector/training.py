@@ -1,0 +1,165 @@
+"""Training the detector: losses and a resumable loop that validates as it goes.
+
+Loss per step = soft Dice + binary cross-entropy of the segmentation (soft targets: the fraction
+of each coarse voxel inside the organ) + `box_weight` x smooth-L1 of the face distances at the
+voxels inside each organ. Organs a case has no mask for add nothing. Augmentation: a random
+left-right mirror (left and right organs swapped), a random shift inside the padded canvas and a
+small intensity jitter. Steps train on crops around the organs (whole scans are 2-3 times larger and
+mostly shoulders and air); validation and inference see whole scans.
+
+A run writes `last.pt` (everything needed to resume: weights, optimiser, generator, history) every
+`checkpoint_every` steps and `best.pt` (weights only) whenever the validation loss improves; rerun
+the same call after an interruption and it continues. `time_limit_s` only pauses a run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from rprloc_core.detector.boxes import forward, mask_box, vote_box
+from rprloc_core.detector.config import RESUMABLE_CHANGES, DetectorTrainConfig
+from rprloc_core.detector.network import DetectorNet
+from rprloc_core.detector.samples import DetectorSample, make_batch, mirrored
+from rprloc_core.errors import DataError
+from rprloc_core.metrics import box_iou_voxel
+from rprloc_core.rprloc.pnet import atomic_torch_save
+
+
+def build_network(config: DetectorTrainConfig) -> DetectorNet:
+    """A fresh network; its weights depend only on config.seed (the global generator is left alone)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(np.random.SeedSequence([config.seed, 17]).generate_state(1)[0]))
+        return DetectorNet(len(config.organs), config.width, config.levels)
+
+
+def losses(logits, distances, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(segmentation loss, box loss) of one batch, each a mean over the organs present."""
+    present = batch["present"].float()                                  # (B, n)
+    if present.sum() == 0:
+        zero = logits.sum() * 0
+        return zero, zero
+    target = batch["masks"]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).mean(2)
+    prob = torch.sigmoid(logits).flatten(2)
+    overlap = (prob * target.flatten(2)).sum(2)
+    dice = 1 - (2 * overlap + 1) / (prob.sum(2) + target.flatten(2).sum(2) + 1)
+    segmentation = ((bce + dice) * present).sum() / present.sum()
+    inside = batch["inside"].unsqueeze(2).expand_as(distances)           # (B, n, 6, ...)
+    if inside.any():
+        per_voxel = F.smooth_l1_loss(distances, batch["distances"], reduction="none", beta=0.1)
+        box = (per_voxel * inside).sum() / inside.sum()
+    else:
+        box = distances.sum() * 0
+    return segmentation, box
+
+
+def validate(net: DetectorNet, samples, config: DetectorTrainConfig) -> dict:
+    """Validation loss and the mean IoU (coarse grid) of both box rules over the organs present."""
+    total, ious = [], {"mask": [], "votes": []}
+    with torch.no_grad():
+        for s in samples:
+            batch = make_batch([s], net.multiple)
+            net.eval()
+            logits, distances = net(batch["image"])
+            seg, box = losses(logits, distances, batch)
+            total.append(float(seg + config.box_weight * box))
+            probs, distances_mm = forward(net, s.image)
+            for i in np.flatnonzero(s.present):
+                truth = (s.lo[i], s.hi[i])
+                ious["mask"].append(box_iou_voxel(mask_box(probs[i]), truth))
+                ious["votes"].append(box_iou_voxel(vote_box(probs[i], distances_mm[i], s.spacing), truth))
+    return {"val_loss": float(np.mean(total)),
+            **{f"val_iou_{rule}_pct": 100 * float(np.nanmean(v)) for rule, v in ious.items()}}
+
+
+def train_detector(config: DetectorTrainConfig, train: list[DetectorSample], validation: list[DetectorSample],
+                   out_dir, progress: bool = True) -> dict:
+    """Train (or resume) in `out_dir`; returns a summary (steps, best step and loss, why it stopped)."""
+    if not train:
+        raise ValueError("no training cases")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last, best = out_dir / "last.pt", out_dir / "best.pt"
+    net = build_network(config)
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    rng = np.random.default_rng([config.seed, 19])
+    step, history, train_time, resumed = 0, [], 0.0, False
+    if last.is_file():
+        saved = torch.load(last, map_location="cpu", weights_only=False)
+        differs = {k for k, v in config.to_dict().items() if saved["config"].get(k) != v} - set(RESUMABLE_CHANGES)
+        if differs:
+            raise DataError(last, f"was trained with other settings ({', '.join(sorted(differs))}); use another "
+                                  "folder or delete it to restart")
+        net.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.bit_generator.state = saved["rng"]
+        step, history, train_time, resumed = saved["step"], saved["history"], saved["train_time_s"], True
+    best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=np.inf)
+
+    def save():
+        atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                           "rng": rng.bit_generator.state, "history": history, "config": config.to_dict(),
+                           "net_config": net.config, "train_time_s": train_time}, last)
+
+    start, stopped, running = time.perf_counter(), "steps", []
+    bar = tqdm(total=config.steps, initial=step, desc="detector training", disable=not progress)
+    while step < config.steps:
+        if config.time_limit_s is not None and time.perf_counter() - start > config.time_limit_s:
+            stopped = "time limit (resumable)"
+            break
+        tick = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * 0.5 ** (step // config.lr_decay_every)
+        chosen = [train[i] for i in rng.integers(len(train), size=config.batch_size)]
+        if config.mirror:
+            chosen = [mirrored(s, list(config.organs)) if rng.random() < 0.5 else s for s in chosen]
+        batch = make_batch(chosen, net.multiple, rng, config.max_shift, config.intensity_jitter, config.crop)
+        net.train()
+        logits, distances = net(batch["image"])
+        seg, box = losses(logits, distances, batch)
+        loss = seg + config.box_weight * box
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        step += 1
+        train_time += time.perf_counter() - tick
+        running.append((float(seg.detach()), float(box.detach())))
+        bar.update()
+        if step % config.val_every == 0 or step == config.steps:
+            row = {"step": step, "seg_loss": float(np.mean([r[0] for r in running])),
+                   "box_loss": float(np.mean([r[1] for r in running])), "train_time_s": train_time}
+            running = []
+            if validation:
+                row.update(validate(net, validation, config))
+                if row["val_loss"] < best_loss:
+                    best_loss = row["val_loss"]
+                    atomic_torch_save({"model": net.state_dict(), "net_config": net.config, "step": step,
+                                       "config": config.to_dict()}, best)
+            history.append(row)
+            bar.set_postfix(val_loss=row.get("val_loss", np.nan), iou=row.get("val_iou_votes_pct", np.nan))
+            save()
+        elif step % config.checkpoint_every == 0:
+            save()
+    bar.close()
+    save()
+    if not validation and step >= config.steps:     # nothing to choose with: the last weights are the best
+        atomic_torch_save({"model": net.state_dict(), "net_config": net.config, "step": step,
+                           "config": config.to_dict()}, best)
+    rows = [h for h in history if "val_loss" in h]
+    best_row = min(rows, key=lambda h: h["val_loss"]) if rows else {}
+    return {"steps": step, "resumed": resumed, "stopped": stopped, "train_time_s": train_time,
+            "best_step": best_row.get("step"), "best_val_loss": best_row.get("val_loss")}
+
+
+def load_detector(path) -> tuple[DetectorNet, dict]:
+    """A trained network (eval mode) and its training config."""
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    net = DetectorNet(**saved["net_config"])
+    net.load_state_dict(saved["model"])
+    return net.eval(), saved["config"]
