@@ -95,8 +95,11 @@ def summarize(per_query: pd.DataFrame, keys=("method",), organs=HAN_ORGANS) -> p
     counts = per_query.groupby([*keys, "organ"], sort=False).agg(n_queries=("query", "nunique"),
                                                                   n_supports=("support", "nunique"))
     out = out.join(spread).join(counts).reset_index()
-    out["n_queries"] = out["n_queries"].fillna(per_query.groupby(keys)["query"].nunique().max()).astype(int)
-    out["n_supports"] = out["n_supports"].fillna(per_query["support"].nunique()).astype(int)
+    # the Mean rows (not in per_query): the queries and supports of their own keys
+    whole = per_query.groupby(keys, sort=False).agg(all_queries=("query", "nunique"), all_supports=("support", "nunique"))
+    out = out.join(whole, on=keys)
+    out["n_queries"] = out["n_queries"].fillna(out.pop("all_queries")).astype(int)
+    out["n_supports"] = out["n_supports"].fillna(out.pop("all_supports")).astype(int)
     # keep the keys in the order they first appear (the order the caller ran the settings), organs
     # in table order with the mean last
     ranks = {k: {v: i for i, v in enumerate(dict.fromkeys(per_query[k]))} for k in keys}

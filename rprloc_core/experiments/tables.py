@@ -280,6 +280,7 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
     table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs)
     no_support = table.method == detector_predictions.LABEL
     table.loc[no_support, ["iou_pct_sd_over_supports", "awd_mm_sd_over_supports"]] = np.nan
+    table.loc[no_support, "n_supports"] = 0
     order = [chosen, *([detector_predictions.LABEL] if detector_rule is not None else []),
              *([RPRLOC_LABEL] if have_rprloc else []), SUPERVISED_LABEL]
     return PaperTable(table, per_query, {"order": order})
