@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rprloc_core.checkpoints import resume
 from rprloc_core.detector.boxes import forward, mask_box, vote_box
 from rprloc_core.detector.config import RESUMABLE_CHANGES, DetectorTrainConfig
 from rprloc_core.detector.network import DetectorNet
 from rprloc_core.detector.samples import DetectorSample, make_batch, mirrored
-from rprloc_core.errors import DataError
 from rprloc_core.metrics import box_iou_voxel
 from rprloc_core.rprloc.pnet import atomic_torch_save
 
@@ -90,15 +90,8 @@ def train_detector(config: DetectorTrainConfig, train: list[DetectorSample], val
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 19])
     step, history, train_time, resumed = 0, [], 0.0, False
-    if last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-        differs = {k for k, v in config.to_dict().items() if saved["config"].get(k) != v} - set(RESUMABLE_CHANGES)
-        if differs:
-            raise DataError(last, f"was trained with other settings ({', '.join(sorted(differs))}); use another "
-                                  "folder or delete it to restart")
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.bit_generator.state = saved["rng"]
+    saved = resume(last, config.to_dict(), RESUMABLE_CHANGES, net, optimizer, rng)
+    if saved is not None:
         step, history, train_time, resumed = saved["step"], saved["history"], saved["train_time_s"], True
     best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=np.inf)
 

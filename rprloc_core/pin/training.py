@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rprloc_core.errors import DataError
+from rprloc_core.checkpoints import resume
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.network import PINNet, pin_loss
 from rprloc_core.pin.patches25d import cut_25d
@@ -128,15 +128,8 @@ def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.nd
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 13])
     step, history, resumed = 0, [], False
-    if last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=False)
-        differs = {k for k, v in asdict(config).items() if saved["config"].get(k) != v} - set(RESUMABLE_CHANGES)
-        if differs:
-            raise DataError(last, f"was trained with other settings ({', '.join(sorted(differs))}); use another "
-                                  "folder or delete it to restart")
-        net.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.bit_generator.state = saved["rng"]
+    saved = resume(last, asdict(config), RESUMABLE_CHANGES, net, optimizer, rng)
+    if saved is not None:
         step, history, resumed = saved["step"], saved["history"], True
 
     def save():

@@ -1,0 +1,30 @@
+"""Resuming a training run from its last checkpoint (shared by the trainers that keep one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rprloc_core.errors import DataError
+
+
+def resume(last, config: dict, resumable, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+           rng: np.random.Generator) -> dict | None:
+    """Load `last` (if it exists) into the network, the optimiser and the generator, and return the
+    saved payload; None for a fresh run. A checkpoint written with other settings than `config`
+    (apart from the `resumable` ones, which only decide when a run stops) is refused: resuming it
+    would silently mix two runs."""
+    last = Path(last)
+    if not last.is_file():
+        return None
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    differs = {k for k, v in config.items() if saved["config"].get(k) != v} - set(resumable)
+    if differs:
+        raise DataError(last, f"was trained with other settings ({', '.join(sorted(differs))}); use another "
+                              "folder or delete it to restart")
+    net.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    rng.bit_generator.state = saved["rng"]
+    return saved
