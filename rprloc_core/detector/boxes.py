@@ -33,8 +33,13 @@ def forward(net: DetectorNet, image: np.ndarray) -> tuple[np.ndarray, np.ndarray
     padded = -(-shape // net.multiple) * net.multiple
     x = torch.zeros((1, 1, *padded.tolist()))
     x[0, 0, : shape[0], : shape[1], : shape[2]] = torch.from_numpy(np.ascontiguousarray(image, np.float32))
-    logits, distances = net(x)
-    crop = (slice(0, int(shape[0])), slice(0, int(shape[1])), slice(0, int(shape[2])))
+    return maps(*net(x), image.shape)
+
+
+def maps(logits: torch.Tensor, distances: torch.Tensor, shape) -> tuple[np.ndarray, np.ndarray]:
+    """The network's outputs for one image placed at the canvas origin, cut to its `shape`:
+    probabilities (n, Z, Y, X) and face distances in mm (n, 6, Z, Y, X)."""
+    crop = tuple(slice(0, int(n)) for n in shape)
     probs = torch.sigmoid(logits[0][(slice(None), *crop)]).numpy()
     return probs, distances[0][(slice(None), slice(None), *crop)].numpy() * DISTANCE_UNIT_MM
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from rprloc_core.checkpoints import resume
-from rprloc_core.detector.boxes import forward, mask_box, vote_box
+from rprloc_core.detector.boxes import maps, mask_box, vote_box
 from rprloc_core.detector.config import RESUMABLE_CHANGES, DetectorTrainConfig
 from rprloc_core.detector.network import DetectorNet
 from rprloc_core.detector.samples import DetectorSample, make_batch, mirrored
@@ -64,12 +64,12 @@ def validate(net: DetectorNet, samples, config: DetectorTrainConfig) -> dict:
     total, ious = [], {"mask": [], "votes": []}
     with torch.no_grad():
         for s in samples:
-            batch = make_batch([s], net.multiple)
+            batch = make_batch([s], net.multiple)      # the whole image at the canvas origin, as `forward`
             net.eval()
             logits, distances = net(batch["image"])
             seg, box = losses(logits, distances, batch)
             total.append(float(seg + config.box_weight * box))
-            probs, distances_mm = forward(net, s.image)
+            probs, distances_mm = maps(logits, distances, s.image.shape)
             for i in np.flatnonzero(s.present):
                 truth = (s.lo[i], s.hi[i])
                 ious["mask"].append(box_iou_voxel(mask_box(probs[i]), truth))
