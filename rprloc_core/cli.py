@@ -1,9 +1,11 @@
-"""Command line for your own scans: train Pnets on a folder of CT images (no labels needed) and
-localize organs in a query image from one labelled support image.
+"""Command line for your own scans: train Pnets on a folder of CT images (no labels needed),
+localize organs in a query image from one labelled support image, or box the four head-and-neck
+organs with the released supervised detector (no support).
 
     rprloc train    --images scans/ --out my_models/ [--validation val_scans/] [--profile demo]
     rprloc localize --models my_models/ --support s.nii.gz --support-labels s_labels/ \\
                     --query q.nii.gz --out result.json [--overlay result.png] [--k 15]
+    rprloc detect   --image q.nii.gz --out result.json [--overlay result.png]
 
 Images: NIfTI, NRRD, MHA files, or a folder holding one DICOM series. Support labels: a folder of
 binary masks named by organ (`Brainstem.nii.gz`, `Parotid_L.nrrd`, ...) or one mask file with
@@ -31,6 +33,7 @@ from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
 from rprloc_core.rprloc.config import ENSEMBLES, STARTS
 
 DEFAULT_MODELS = "weights/openkbp-han-demo"      # relative to the project root
+DEFAULT_DETECTOR = "weights/openkbp-han-detector"
 MAX_K = 500          # runs per landmark; the paper uses 15, and the mean settles long before 500
 MODEL_ROLES = ("coarse", "fine")
 
@@ -232,12 +235,62 @@ def localize_command(args) -> int:
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
-        write_atomically(overlay, lambda tmp: _overlay(query, result, Path(args.query).name).savefig(tmp, dpi=110))
+        figure = _overlay(query, result.points_by_organ(), Path(args.query).name)
+        write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
         print(f"wrote {overlay}")
     return 0
 
 
-def _overlay(query, result, title):
+def detect_command(args) -> int:
+    import time
+
+    from rprloc_core.detector.boxes import boxes_from_maps, face_centres, forward
+    from rprloc_core.detector.samples import pool
+    from rprloc_core.detector.training import load_detector
+    from rprloc_core.experiments.weights import read_manifest, released_file
+    from rprloc_core.geometry.space import index_to_lps, lps_to_index
+    from rprloc_core.paths import PROJECT_ROOT
+
+    out = check_writable(args.out, "result JSON")
+    overlay = check_writable(args.overlay, "overlay PNG") if args.overlay else None
+    folder = PROJECT_ROOT / DEFAULT_DETECTOR if args.weights == DEFAULT_DETECTOR else Path(args.weights)
+    net, config = load_detector(released_file(folder, "detector"))      # sha256 checked first
+    spacing = read_manifest(folder)["preprocess_spacing_zyx_mm"]
+    image = read_ct(args.image, "CT")
+    case = _preprocess(image, {}, spacing, "image", str(args.image))
+    start = time.perf_counter()
+    probs, distances = forward(net, pool(case.volume.array, config["downsample"]))
+    boxes = boxes_from_maps(probs, distances, case, config["organs"], config["downsample"], args.rule)
+    wall = time.perf_counter() - start
+    to_lps = case.to_sitk(case.hu)
+    report = {"image": str(args.image), "detector": str(args.weights), "rule": args.rule,
+              "time_s_per_organ": wall / len(boxes), "coordinates": "LPS mm (x, y, z)",
+              "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the image as read "
+                                  "(voxel centres are whole numbers; the box spans the outermost voxel centres)",
+              "confidence": "peak_probability: the organ map's highest value; under 0.5 the organ was not "
+                            "found with confidence (its box comes from the voxels above half that peak)",
+              "organs": {}}
+    points = {}
+    for i, (organ, box) in enumerate(boxes.items()):
+        corners_lps = index_to_lps(to_lps, np.stack([box.lo, box.hi]))
+        corners_idx = lps_to_index(image, corners_lps)
+        report["organs"][organ] = {
+            "box_lps_mm": {"min": corners_lps.min(axis=0).tolist(), "max": corners_lps.max(axis=0).tolist()},
+            "box_index_zyx": {"min": corners_idx.min(axis=0).tolist(), "max": corners_idx.max(axis=0).tolist()},
+            "peak_probability": float(probs[i].max())}
+        points[organ] = case.idx_to_mm(face_centres(box))
+    write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+    weak = [o for o, r in report["organs"].items() if r["peak_probability"] < 0.5]
+    print(f"wrote {out}: {', '.join(boxes)} ({report['time_s_per_organ']:.2f} s per organ)"
+          + (f"; not found with confidence: {', '.join(weak)}" if weak else ""))
+    if overlay is not None:
+        figure = _overlay(case, points, f"{Path(args.image).name}: supervised detector")
+        write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
+        print(f"wrote {overlay}")
+    return 0
+
+
+def _overlay(query, points_by_organ: dict, title):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,7 +300,7 @@ def _overlay(query, result, title):
     from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
 
     boxes = {o: (box_from_points(query.mm_to_idx(p)), ORGAN_COLOURS.get(o, "yellow"), "--")
-             for o, p in result.points_by_organ().items()}
+             for o, p in points_by_organ.items()}
     centre = np.mean([np.mean(b[0], axis=0) for b in boxes.values()], axis=0)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
     boxes_in_views(axes, query, boxes, centre, title=title)
@@ -332,9 +385,18 @@ def main(argv=None) -> int:
     q.add_argument("--starts", choices=STARTS, default="pooled",
                    help="pooled (default: each landmark's K starts from one pool of 4K, chosen on validation "
                         "patients), independent (K per landmark, the paper) or shared (the same K for all)")
+    d = sub.add_parser("detect", help="box the head-and-neck organs with the released supervised detector")
+    d.add_argument("--image", required=True, help="CT image (NIfTI, NRRD, MHA, or a DICOM series folder)")
+    d.add_argument("--out", required=True, help="result JSON")
+    d.add_argument("--overlay", default=None, help="PNG with the predicted boxes")
+    d.add_argument("--weights", default=DEFAULT_DETECTOR, help=f"detector release folder (default {DEFAULT_DETECTOR})")
+    d.add_argument("--rule", choices=("mask", "votes"), default="mask",
+                   help="box of the segmented organ (default: chosen on validation patients, notebook 08) or "
+                        "the median of its voxels' face votes")
     args = parser.parse_args(argv)
+    commands = {"train": train_command, "localize": localize_command, "detect": detect_command}
     try:
-        return train_command(args) if args.command == "train" else localize_command(args)
+        return commands[args.command](args)
     except RprlocError as error:    # a bad file, a bad profile, a resume with other settings, ...
         print(f"error: {error}", file=sys.stderr)
         return 2

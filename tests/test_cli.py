@@ -78,3 +78,41 @@ def test_bad_model_and_bad_image_are_clear_errors(scans, trained, tmp_path, caps
     code = cli.main(["localize", "--models", str(trained), "--support", str(bad), "--support-labels",
                      str(root / "support_labels"), "--query", str(root / "query.nrrd"), "--out", str(tmp_path / "r.json")])
     assert code == 2 and "broken.nii.gz" in capsys.readouterr().err
+
+
+def test_detect_boxes_every_organ_in_physical_space_whatever_the_storage_order(scans, tmp_path):
+    root, query, _ = scans
+    flipped = sitk.Flip(query, [True, False, True])   # same anatomy, stored in another voxel order
+    sitk.WriteImage(flipped, str(tmp_path / "flipped.nii.gz"))
+    reports = []
+    for name, image in (("query.nrrd", root / "query.nrrd"), ("flipped.json", tmp_path / "flipped.nii.gz")):
+        out = tmp_path / f"{name}.json"
+        assert cli.main(["detect", "--image", str(image), "--out", str(out),
+                         "--overlay", str(tmp_path / f"{name}.png")]) == 0
+        reports.append(json.loads(out.read_text(encoding="utf-8")))
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    plain, other = reports
+    assert set(plain["organs"]) == {"Brainstem", "Mandible", "LeftParotid", "RightParotid"}
+    corner_lo = np.array(query.GetOrigin())
+    corner_hi = np.array(query.TransformIndexToPhysicalPoint([int(s) - 1 for s in query.GetSize()]))
+    for organ, result in plain["organs"].items():
+        lo, hi = np.array(result["box_lps_mm"]["min"]), np.array(result["box_lps_mm"]["max"])
+        assert np.all(lo <= hi) and np.all(lo >= corner_lo - 1e-3) and np.all(hi <= corner_hi + 1e-3)
+        assert 0.0 <= result["peak_probability"] <= 1.0
+        np.testing.assert_allclose(other["organs"][organ]["box_lps_mm"]["min"], lo, atol=1e-3)
+        np.testing.assert_allclose(other["organs"][organ]["box_lps_mm"]["max"], hi, atol=1e-3)
+        # the voxel box of the flipped file is the same physical box
+        idx = other["organs"][organ]["box_index_zyx"]
+        ends = [flipped.TransformContinuousIndexToPhysicalPoint([float(v) for v in reversed(p)])
+                for p in (idx["min"], idx["max"])]
+        np.testing.assert_allclose(np.min(ends, axis=0), lo, atol=1e-3)
+        np.testing.assert_allclose(np.max(ends, axis=0), hi, atol=1e-3)
+
+
+def test_detect_without_a_release_is_a_clear_error(scans, tmp_path, capsys):
+    root = scans[0]
+    code = cli.main(["detect", "--image", str(root / "query.nrrd"), "--out", str(tmp_path / "r.json"),
+                     "--weights", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "manifest" in err and "\n" not in err
+    assert not (tmp_path / "r.json").exists()

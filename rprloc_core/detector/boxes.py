@@ -95,9 +95,15 @@ def upsample(prob: np.ndarray, factor: int, shape) -> np.ndarray:
 def detect(net: DetectorNet, case: PreprocessedCase, organs, downsample: int, rule: str = "votes",
            threshold: float = 0.5) -> dict[str, VoxelBox]:
     """{organ: VoxelBox in the case's working-grid voxel indices} for the organs the net knows."""
+    probs, distances = forward(net, pool(case.volume.array, downsample))
+    return boxes_from_maps(probs, distances, case, organs, downsample, rule, threshold)
+
+
+def boxes_from_maps(probs: np.ndarray, distances: np.ndarray, case: PreprocessedCase, organs, downsample: int,
+                    rule: str = "votes", threshold: float = 0.5) -> dict[str, VoxelBox]:
+    """The boxes of `detect` from the network's maps on the case's coarse grid (`forward`)."""
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
-    probs, distances = forward(net, pool(case.volume.array, downsample))
     boxes = {}
     for i, organ in enumerate(organs):
         if rule == "mask":
