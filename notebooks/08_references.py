@@ -96,7 +96,7 @@ plt.show()
 # queries.
 
 # %%
-rules, detector_rule = tables.detector_validation(settings, validation)
+rules, detector_rule = detector_predictions.rule_validation(settings, validation.queries)
 write_table(rules, "detector_validation", results, floatfmt=".3g")
 display(Markdown(markdown_table(rules, floatfmt=".3g")))
 print(f"chosen (best mean IoU on validation): {detector_rule}")

@@ -178,7 +178,6 @@ def localize_command(args) -> int:
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
     from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points
-    from rprloc_core.geometry.space import index_to_lps, lps_to_index
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
     out = check_writable(args.out, "result JSON")
@@ -217,21 +216,16 @@ def localize_command(args) -> int:
     result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
                       rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point,
                       ensemble=args.ensemble, starts=args.starts)
-    to_lps = query.to_sitk(query.hu)
     report = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
               "ensemble": args.ensemble, "starts": args.starts,
               "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
               "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the query image as read "
                                   "(voxel centres are whole numbers; the box spans the predicted extreme points)",
               "organs": {}}
+    grid = query.to_sitk(query.hu)
     for organ, pts_mm in result.points_by_organ().items():
-        pts_lps = index_to_lps(to_lps, query.mm_to_idx(pts_mm))
-        idx_original = lps_to_index(query_image, pts_lps)
-        report["organs"][organ] = {
-            "box_lps_mm": {"min": pts_lps.min(axis=0).tolist(), "max": pts_lps.max(axis=0).tolist()},
-            "box_index_zyx": {"min": idx_original.min(axis=0).tolist(), "max": idx_original.max(axis=0).tolist()},
-            "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist())),
-        }
+        box, pts_lps = _box_report(grid, query_image, query.mm_to_idx(pts_mm))
+        report["organs"][organ] = {**box, "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist()))}
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
@@ -245,10 +239,8 @@ def detect_command(args) -> int:
     import time
 
     from rprloc_core.detector.boxes import boxes_from_maps, face_centres, forward
-    from rprloc_core.detector.samples import pool
     from rprloc_core.detector.training import load_detector
     from rprloc_core.experiments.weights import read_manifest, released_file
-    from rprloc_core.geometry.space import index_to_lps, lps_to_index
     from rprloc_core.paths import PROJECT_ROOT
 
     out = check_writable(args.out, "result JSON")
@@ -259,10 +251,9 @@ def detect_command(args) -> int:
     image = read_ct(args.image, "CT")
     case = _preprocess(image, {}, spacing, "image", str(args.image))
     start = time.perf_counter()
-    probs, distances = forward(net, pool(case.volume.array, config["downsample"]))
+    probs, distances = forward(net, case.volume.downsample(config["downsample"]).array)
     boxes = boxes_from_maps(probs, distances, case, config["organs"], config["downsample"], args.rule)
     wall = time.perf_counter() - start
-    to_lps = case.to_sitk(case.hu)
     report = {"image": str(args.image), "detector": str(args.weights), "rule": args.rule,
               "time_s_per_organ": wall / len(boxes), "coordinates": "LPS mm (x, y, z)",
               "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the image as read "
@@ -271,13 +262,10 @@ def detect_command(args) -> int:
                             "found with confidence (its box comes from the voxels above half that peak)",
               "organs": {}}
     points = {}
+    grid = case.to_sitk(case.hu)
     for i, (organ, box) in enumerate(boxes.items()):
-        corners_lps = index_to_lps(to_lps, np.stack([box.lo, box.hi]))
-        corners_idx = lps_to_index(image, corners_lps)
-        report["organs"][organ] = {
-            "box_lps_mm": {"min": corners_lps.min(axis=0).tolist(), "max": corners_lps.max(axis=0).tolist()},
-            "box_index_zyx": {"min": corners_idx.min(axis=0).tolist(), "max": corners_idx.max(axis=0).tolist()},
-            "peak_probability": float(probs[i].max())}
+        report["organs"][organ] = {**_box_report(grid, image, np.stack([box.lo, box.hi]))[0],
+                                   "peak_probability": float(probs[i].max())}
         points[organ] = case.idx_to_mm(face_centres(box))
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     weak = [o for o, r in report["organs"].items() if r["peak_probability"] < 0.5]
@@ -288,6 +276,19 @@ def detect_command(args) -> int:
         write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
         print(f"wrote {overlay}")
     return 0
+
+
+def _box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> tuple[dict, np.ndarray]:
+    """The box around points (voxel indices of `grid`, the preprocessed case as an image) in
+    physical LPS mm and in continuous voxel indices of the image as read, and the points in LPS mm."""
+    from rprloc_core.geometry.space import index_to_lps, lps_to_index
+
+    points_lps = index_to_lps(grid, points_idx)
+    points_original = lps_to_index(image, points_lps)
+    box = {"box_lps_mm": {"min": points_lps.min(axis=0).tolist(), "max": points_lps.max(axis=0).tolist()},
+           "box_index_zyx": {"min": points_original.min(axis=0).tolist(),
+                             "max": points_original.max(axis=0).tolist()}}
+    return box, points_lps
 
 
 def _overlay(query, points_by_organ: dict, title):

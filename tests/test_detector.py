@@ -18,7 +18,6 @@ from rprloc_core.detector.samples import (
     fine_to_coarse_index,
     make_batch,
     mirrored,
-    pool,
     sample_from_case,
 )
 from rprloc_core.detector.training import load_detector, train_detector
@@ -62,7 +61,8 @@ def test_index_conversions_round_trip_and_pooling_keeps_centres():
     np.testing.assert_allclose(coarse_to_fine_index(fine_to_coarse_index(idx, 2), 2), idx)
     # a coarse voxel's centre is the mean of the fine voxel centres it pools
     fine = np.arange(8, dtype=np.float32)[None, None, :].repeat(2, 0).repeat(2, 1)
-    np.testing.assert_allclose(pool(fine, 2)[0, 0], coarse_to_fine_index(np.arange(4), 2))
+    pooled = Volume(fine, np.ones(3)).downsample(2).array
+    np.testing.assert_allclose(pooled[0, 0], coarse_to_fine_index(np.arange(4), 2))
 
 
 def test_targets_match_the_masks_at_full_resolution():
@@ -151,7 +151,7 @@ def test_a_weak_organ_still_gets_a_box():
 def test_upsampled_probabilities_keep_the_organ_in_place():
     case = synthetic_case(6)
     mask = case.labels["Brainstem"].astype(np.float32)
-    fine = upsample(pool(mask, 2), 2, mask.shape)
+    fine = upsample(Volume(mask, case.spacing).downsample(2).array, 2, mask.shape)
     assert fine.shape == mask.shape
     lo, hi = mask_box(fine)
     box = bounding_box(mask)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from rprloc_core.data.preprocess import PreprocessedCase
 from rprloc_core.detector.network import DISTANCE_UNIT_MM, DetectorNet
-from rprloc_core.detector.samples import coarse_to_fine_index, pool
+from rprloc_core.detector.samples import coarse_to_fine_index, padded_shape
 from rprloc_core.geometry.boxes import VoxelBox
 
 RULES = ("mask", "votes")
@@ -29,9 +29,8 @@ RULES = ("mask", "votes")
 def forward(net: DetectorNet, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (n, Z, Y, X) and face distances in mm (n, 6, Z, Y, X) for one coarse image."""
     net.eval()
-    shape = np.asarray(image.shape)
-    padded = -(-shape // net.multiple) * net.multiple
-    x = torch.zeros((1, 1, *padded.tolist()))
+    shape = image.shape
+    x = torch.zeros((1, 1, *padded_shape([shape], net.multiple)))
     x[0, 0, : shape[0], : shape[1], : shape[2]] = torch.from_numpy(np.ascontiguousarray(image, np.float32))
     return maps(*net(x), image.shape)
 
@@ -83,7 +82,8 @@ def vote_box(prob: np.ndarray, distances_mm: np.ndarray, spacing,
 
 
 def upsample(prob: np.ndarray, factor: int, shape) -> np.ndarray:
-    """A coarse map on the fine grid (trilinear; coarse voxel centres land where `pool` put them)."""
+    """A coarse map on the fine grid (trilinear; coarse voxel centres land where Volume.downsample
+    put them)."""
     if factor == 1:
         return prob
     t = torch.from_numpy(np.ascontiguousarray(prob, np.float32))[None, None]
@@ -95,7 +95,7 @@ def upsample(prob: np.ndarray, factor: int, shape) -> np.ndarray:
 def detect(net: DetectorNet, case: PreprocessedCase, organs, downsample: int, rule: str = "votes",
            threshold: float = 0.5) -> dict[str, VoxelBox]:
     """{organ: VoxelBox in the case's working-grid voxel indices} for the organs the net knows."""
-    probs, distances = forward(net, pool(case.volume.array, downsample))
+    probs, distances = forward(net, case.volume.downsample(downsample).array)
     return boxes_from_maps(probs, distances, case, organs, downsample, rule, threshold)
 
 

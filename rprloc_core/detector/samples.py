@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from rprloc_core.data.preprocess import PreprocessedCase
 from rprloc_core.detector.network import DISTANCE_UNIT_MM
 from rprloc_core.geometry.boxes import bounding_box
+from rprloc_core.geometry.volume import Volume
 
 # Organs that swap names when a scan is mirrored left-right (the x axis of the LPS grid).
 MIRROR_PAIRS = (("LeftParotid", "RightParotid"),)
@@ -34,14 +34,6 @@ class DetectorSample:
     spacing: np.ndarray        # (3,) coarse voxel size, mm
 
 
-def pool(array: np.ndarray, factor: int) -> np.ndarray:
-    """Average-pool (z, y, x) by `factor`, partial windows at the end kept (as Volume.downsample)."""
-    if factor == 1:
-        return np.asarray(array, dtype=np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    return F.avg_pool3d(t, factor, factor, ceil_mode=True)[0, 0].numpy()
-
-
 def fine_to_coarse_index(idx, factor: int) -> np.ndarray:
     """A coarse voxel j covers fine voxels factor*j .. factor*j + factor - 1: its centre is fine
     index factor*j + (factor - 1) / 2."""
@@ -53,7 +45,8 @@ def coarse_to_fine_index(idx, factor: int) -> np.ndarray:
 
 
 def sample_from_case(case: PreprocessedCase, organs, downsample: int) -> DetectorSample:
-    image = pool(case.volume.array, downsample)
+    coarse = case.volume.downsample(downsample)
+    image = coarse.array
     n = len(organs)
     masks = np.zeros((n, *image.shape), np.float32)
     present = np.zeros(n, bool)
@@ -61,10 +54,10 @@ def sample_from_case(case: PreprocessedCase, organs, downsample: int) -> Detecto
     for i, organ in enumerate(organs):
         if organ in case.labels and case.labels[organ].any():
             box = bounding_box(case.labels[organ], name=f"{case.case_id}/{organ}")
-            masks[i] = pool(case.labels[organ], downsample)
+            masks[i] = Volume(case.labels[organ], case.spacing).downsample(downsample).array
             present[i] = True
             lo[i], hi[i] = fine_to_coarse_index(box.lo, downsample), fine_to_coarse_index(box.hi, downsample)
-    return DetectorSample(case.case_id, image, masks, present, lo, hi, case.spacing * downsample)
+    return DetectorSample(case.case_id, image, masks, present, lo, hi, coarse.spacing)
 
 
 def mirrored(sample: DetectorSample, organs) -> DetectorSample:

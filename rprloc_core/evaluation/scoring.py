@@ -83,7 +83,8 @@ def evaluate(settings, method: Method, name: str, supports, queries, organs=HAN_
 
 def summarize(per_query: pd.DataFrame, keys=("method",), organs=HAN_ORGANS) -> pd.DataFrame:
     """Per organ and 'Mean' (over the organs), averaged over queries for each support, then mean and
-    SD over supports: one row per keys x organ, metric columns with units in their names."""
+    SD over supports (empty where there is one support: one value has no spread): one row per
+    keys x organ, metric columns with units in their names."""
     keys = list(keys)
     per_support = per_query.groupby([*keys, "support", "organ"], sort=False)[list(METRICS)].mean().reset_index()
     mean_rows = per_support[per_support.organ.isin(organs)].groupby([*keys, "support"], sort=False)[list(METRICS)] \
@@ -92,11 +93,13 @@ def summarize(per_query: pd.DataFrame, keys=("method",), organs=HAN_ORGANS) -> p
     grouped = per_support.groupby([*keys, "organ"], sort=False)
     out = grouped[list(METRICS)].mean()
     spread = grouped[["iou_pct", "awd_mm"]].std(ddof=0).rename(columns=lambda c: f"{c}_sd_over_supports")
+    spread = spread.where(grouped.size() > 1, axis=0)
     counts = per_query.groupby([*keys, "organ"], sort=False).agg(n_queries=("query", "nunique"),
                                                                   n_supports=("support", "nunique"))
     out = out.join(spread).join(counts).reset_index()
     # the Mean rows (not in per_query): the queries and supports of their own keys
-    whole = per_query.groupby(keys, sort=False).agg(all_queries=("query", "nunique"), all_supports=("support", "nunique"))
+    whole = per_query.groupby(keys, sort=False).agg(all_queries=("query", "nunique"),
+                                                    all_supports=("support", "nunique"))
     out = out.join(whole, on=keys)
     out["n_queries"] = out["n_queries"].fillna(out.pop("all_queries")).astype(int)
     out["n_supports"] = out["n_supports"].fillna(out.pop("all_supports")).astype(int)

@@ -159,7 +159,5 @@ def few_shot_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataF
     table["AWD SD over sets"] = mean.awd_mm_sd_over_supports
     table["support sets"] = per_query_frame.groupby(keys, sort=False).support.nunique()
     table["s/organ"] = mean.time_s
-    single_set = table["support sets"] == 1
-    table.loc[single_set, ["IoU SD over sets", "AWD SD over sets"]] = np.nan      # one set has no spread
     table.columns.name = None
     return table.round(3).reset_index().rename(columns={"supports_fused": "supports"})

@@ -529,8 +529,9 @@ def detector_example(settings, query_id: str, rule: str, organs=HAN_ORGANS):
     organs = [o for o in organs if o in query.labels and o in run.organs]
     for organ in organs:
         colour = ORGAN_COLOURS.get(organ, "white")
-        predicted = box_from_landmarks(query.mm_to_idx(run.organ_points(run["points_mm"], organ)), "extreme")
-        score = score_prediction(query, organ, run.organ_points(run["points_mm"], organ), "extreme")
+        points_mm = run.organ_points(run["points_mm"], organ)
+        predicted = box_from_landmarks(query.mm_to_idx(points_mm), "extreme")
+        score = score_prediction(query, organ, points_mm, "extreme")
         boxes[f"{organ}: {score['iou_pct']:.0f} % IoU"] = (predicted, colour, "-")
         boxes[f"{organ} (true)"] = (bounding_box(query.labels[organ]), colour, "--")
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))

@@ -249,8 +249,8 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
     """The chosen registration, the supervised detector (with `detector_rule`) and RPR-Loc's default
     schedule on Table 3's supports and queries, accuracy from the caches, seconds per organ from
     each timed alone (one thread) on the same timing queries, and the paper's supervised Retina
-    U-Net as a paper-only row. The detector needs no support: it is scored once per query, and its
-    SD over supports is left empty."""
+    U-Net as a paper-only row. The detector needs no support: it is scored once per query, as
+    support "none" (so it has no SD over supports)."""
     config = registration_predictions.CANDIDATES[chosen]
     registration_predictions.predict_all(settings, protocol, [config], parallel=parallel)
     per_query = [registration_predictions.score(settings, protocol, {chosen: config})]
@@ -278,14 +278,6 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
     times = template_predictions.seconds_per_organ(pd.concat(timed, ignore_index=True)).to_dict()
     sources = {m: f"measured here: alone, {len(timing_queries)} queries, support {support}, one thread" for m in times}
     table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs)
-    no_support = table.method == detector_predictions.LABEL
-    table.loc[no_support, ["iou_pct_sd_over_supports", "awd_mm_sd_over_supports"]] = np.nan
-    table.loc[no_support, "n_supports"] = 0
     order = [chosen, *([detector_predictions.LABEL] if detector_rule is not None else []),
              *([RPRLOC_LABEL] if have_rprloc else []), SUPERVISED_LABEL]
     return PaperTable(table, per_query, {"order": order})
-
-
-def detector_validation(settings, validation) -> tuple[pd.DataFrame, str]:
-    """The detector's two box rules on the validation patients, and the one with the best mean IoU."""
-    return detector_predictions.rule_validation(settings, list(validation.queries))
