@@ -176,6 +176,8 @@ display(Markdown(findings.spread_findings(spread_summary, error_analysis.BAD_BOX
 # of supports), or one run per support with the predicted points averaged. The supports are the
 # ones above plus further draws from the same validation pool; for n supports, every n-long cyclic
 # window of that list is one support set, and the SD is over those sets. Test queries, reported only.
+# Seconds per organ count the query's side: each support is embedded once and reused for every query
+# (as the CLI and the widget do), so the embedding mean costs what one support costs.
 
 # %%
 few_shot.predict_all(settings, protocol, parallel=parallel)

@@ -128,3 +128,50 @@ def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
     assert summaries["coarse"]["stopped"] == "released" and summaries["coarse"]["steps"] == trained.rprloc.coarse.steps
     assert models.publish_release(trained, overwrite=True)["models"]["coarse"]["sha256"] == \
         manifest["models"]["coarse"]["sha256"]
+
+
+@pytest.mark.notebooks
+def test_cached_runs_keep_k_max_for_the_first_step_and_k_after_it(smoke_results, monkeypatch):
+    """Table 1 reads Mc's first step at every K up to k_max; the later stages hold the profile's K."""
+    from rprloc_core.evaluation.protocol import one_shot_protocol
+    from rprloc_core.experiments import rprloc_predictions
+    from rprloc_core.settings import load_settings
+
+    monkeypatch.setenv("RPRLOC_DATA_DIR", str(smoke_results.parent.parent / "data"))
+    settings = load_settings("smoke", {"rprloc.inference.k": SMOKE_K})
+    support_id, query_id = one_shot_protocol(settings).pairs[0]
+    run = rprloc_predictions.read(settings, support_id, query_id)
+    k_max = settings.rprloc.inference.k_max
+    assert rprloc_predictions.stage_runs(run, "coarse1", k_max).shape[0] == k_max
+    assert rprloc_predictions.stage_runs(run, "fine", SMOKE_K).shape[0] == SMOKE_K
+    with pytest.raises(ValueError, match="runs after 'fine'"):
+        rprloc_predictions.stage_runs(run, "fine", SMOKE_K + 1)
+
+
+@pytest.mark.notebooks
+def test_template_matching_per_query_equals_each_pair_alone(smoke_results, monkeypatch, tmp_path):
+    """One job per query (all its supports' templates together) caches what each pair alone gives."""
+    import shutil
+
+    import numpy as np
+
+    from rprloc_core.evaluation.protocol import one_shot_protocol
+    from rprloc_core.experiments import template_predictions
+    from rprloc_core.settings import load_settings
+
+    data = tmp_path / "data"
+    shutil.copytree(smoke_results.parent.parent / "data", data)
+    monkeypatch.setenv("RPRLOC_DATA_DIR", str(data))
+    settings = load_settings("smoke", {"rprloc.inference.k": SMOKE_K})
+    protocol = one_shot_protocol(settings)
+    query_id, supports = protocol.queries[0], list(protocol.supports)
+    assert len(supports) > 1
+    store = template_predictions.cache(settings)
+    grouped = {s: store.read(s, query_id) for s in supports}      # written by the notebook's per-query job
+    for support_id in supports:
+        store.path(support_id, query_id).unlink()
+        template_predictions.compute_pair(settings, support_id, query_id)
+        alone = store.read(support_id, query_id)
+        assert alone.organ_of_point == grouped[support_id].organ_of_point
+        assert np.array_equal(alone["points_mm"], grouped[support_id]["points_mm"])
+        assert np.allclose(alone["scores"], grouped[support_id]["scores"], rtol=1e-6, atol=1e-9)

@@ -21,11 +21,11 @@ from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
-from rprloc_core.evaluation.protocol import Protocol, case_rng, choose_supports, organ_landmarks_mm
+from rprloc_core.evaluation.protocol import Protocol, case_rng, choose_supports
 from rprloc_core.evaluation.scoring import score_points, summarize
 from rprloc_core.experiments import rprloc_predictions
 from rprloc_core.experiments.models import models_hash
-from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
+from rprloc_core.rprloc.inference import localize
 
 FUSIONS = ("embedding mean", "position mean")
 SET_SEPARATOR = "+"
@@ -65,7 +65,8 @@ def _runs(settings, protocol: Protocol) -> list[tuple]:
 def cache(settings) -> PredictionCache:
     inference = settings.rprloc.inference
     key = {"method": "rprloc-few-shot", "models": models_hash(settings), "k": inference.k,
-           "options": inference.default_options, "seed": settings.seed}
+           "options": inference.default_options, "seed": settings.seed,
+           "wall_s": "query side (supports embedded once)"}
     return PredictionCache.for_method(settings, "rprloc-few-shot", key)
 
 
@@ -78,16 +79,19 @@ def compute_pair(settings, support_set: str, query_id: str, organs=HAN_ORGANS) -
     ids = support_set.split(SET_SEPARATOR)
     models = rprloc_predictions.main_models(settings)
     query = dataset.load_case(settings, query_id)
-    wanted = [o for o in organs if o in query.labels]
-    stacked = []
+    wanted = tuple(o for o in organs if o in query.labels)
+    stacked, embeddings = [], []
     for support_id in ids:
-        support = dataset.load_case(settings, support_id)
-        points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
-        stacked.append((support.volume, points))
+        # each support's embeddings once per worker; their mean is what localize would compute
+        points, organ_of_point, support_embeddings = rprloc_predictions.support_landmarks(
+            settings, support_id, wanted, "extreme")
+        stacked.append((dataset.load_case(settings, support_id).volume, points))
+        embeddings.append(support_embeddings)
+    fused = {name: np.mean([e[name] for e in embeddings], axis=0) for name in embeddings[0]}
     inference = settings.rprloc.inference
     result = localize(query.volume, stacked, models["coarse"], models["fine"],
                       rng=case_rng(settings.seed, query_id, *ids), schedule=("coarse", "fine"), k=inference.k,
-                      organ_of_point=organ_of_point, **inference.default_options)
+                      organ_of_point=organ_of_point, support_embeddings=fused, **inference.default_options)
     store.write(support_set, query_id, organ_of_point, points_mm=result.points_mm, wall_s=result.wall_s)
 
 

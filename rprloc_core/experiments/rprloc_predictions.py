@@ -2,19 +2,22 @@
 so that Tables 1, 2 and 3 and the figures all read the same predictions (and a long evaluation
 resumes where it stopped).
 
-For each pair and landmark strategy, K_max random starts per landmark go through three coarse
-steps, and the fine step is taken from the first coarse step's positions with the same starts:
+For each pair and landmark strategy, K_max random starts per landmark take Mc's first step (the
+only step Table 1 uses, at every K of its grid), and the first K (the profile's `k`) of them go on
+through two more coarse steps, and, separately, through the fine step:
 
-    stage     "start" -> "coarse1" -> "coarse2" -> "coarse3"
-                               \\-> "fine"      (Mc + Mf)
+    stage     "start" -> "coarse1" -> "coarse2" -> "coarse3"        K_max runs up to coarse1,
+                               \\-> "fine"      (Mc + Mf)          K runs after it
 
-The K_max runs are independent draws, so the prediction for a smaller K is the mean of the first K
-runs: Table 1's K grid comes from one K_max computation. The authors' variant (average the K query
+The runs are independent draws, so the prediction for a smaller K is the mean of the first K runs:
+Table 1's K grid comes from one K_max computation. The authors' variant (average the K query
 embeddings, then one fine step; K and starts from the profile: `rprloc.inference.starts`) is run
 separately for Mc + Mf.
 
 Diagonal points only serve Table 1 (Mc one step), so only "start" and "coarse1" are computed for
 them: the same generator draws the same starts, so these equal the first stages of a full run.
+A support's embeddings depend on the support and the organs only, so each worker computes them
+once per support (`support_landmarks`), not once per query.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from rprloc_core.evaluation.predictions import PairPredictions, PredictionCache
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import Method, score_points
 from rprloc_core.experiments.models import load_models, models_hash
-from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
+from rprloc_core.rprloc.inference import encode_supports, localize, stack_organ_landmarks
 
 STAGES = ("start", "coarse1", "coarse2", "coarse3", "fine")
-STRATEGY_STAGES = {"extreme": STAGES, "diagonal": STAGES[:2]}
+FIRST_STAGES = STAGES[:2]                   # K_max runs, in "first_step_mm"; the rest: K runs, "later_steps_mm"
+STRATEGY_STAGES = {"extreme": STAGES, "diagonal": FIRST_STAGES}
 AUTHORS_VARIANT = "fine_mean_embedding"     # Mc + Mf with the K embeddings averaged (authors' code)
 
 
@@ -44,7 +48,8 @@ def cache(settings, strategy: str) -> PredictionCache:
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
            "k_authors": inference.k, "starts_authors": [inference.starts, inference.pool_factor],
-           "seed": settings.seed, "stages": list(STRATEGY_STAGES[strategy])}
+           "seed": settings.seed, "stages": list(STRATEGY_STAGES[strategy]),
+           "runs": {"first steps": inference.k_max, "later steps": inference.k}}
     return PredictionCache.for_method(settings, f"rprloc-{strategy}", key)
 
 
@@ -52,6 +57,15 @@ def cache(settings, strategy: str) -> PredictionCache:
 def main_models(settings):
     """The profile's Mc and Mf, loaded once per process (the worker processes reuse them)."""
     return load_models(settings, ["coarse", "fine"])
+
+
+@lru_cache(maxsize=16)
+def support_landmarks(settings, support_id: str, organs: tuple, strategy: str) -> tuple:
+    """(points (P, 3) mm, organ of each point, {model: embeddings (P, 3)}) of a support's landmarks
+    for these organs: computed once per worker process and support, for all its queries."""
+    support = dataset.load_case(settings, support_id)
+    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, list(organs), strategy))
+    return points, organ_of_point, encode_supports((support.volume, points), main_models(settings))
 
 
 def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs=HAN_ORGANS) -> None:
@@ -62,27 +76,29 @@ def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs
     inference = settings.rprloc.inference
     models = main_models(settings)
     support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
-    wanted = [o for o in organs if o in query.labels]
-    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, strategy))
-    rng = case_rng(settings.seed, query_id, support_id)
-    common = dict(organ_of_point=organ_of_point, k=inference.k_max)
+    wanted = tuple(o for o in organs if o in query.labels)
+    points, organ_of_point, embeddings = support_landmarks(settings, support_id, wanted, strategy)
+    common = dict(organ_of_point=organ_of_point, support_embeddings=embeddings)
+    supports = (support.volume, points)
+    first = localize(query.volume, supports, models["coarse"], rng=case_rng(settings.seed, query_id, support_id),
+                     schedule=("coarse",), k=inference.k_max, **common)
+    first_step = first.trajectories_mm.astype(np.float32)                      # (2, K_max, P, 3)
     if strategy == "diagonal":
-        coarse = localize(query.volume, (support.volume, points), models["coarse"], rng=rng, schedule=("coarse",),
-                          **common)
-        store.write(support_id, query_id, organ_of_point, trajectories_mm=coarse.trajectories_mm.astype(np.float32),
-                    wall_s_coarse1=coarse.wall_s)
+        store.write(support_id, query_id, organ_of_point, first_step_mm=first_step, wall_s_coarse1=first.wall_s)
         return
-    coarse = localize(query.volume, (support.volume, points), models["coarse"], rng=rng,
-                      schedule=("coarse", "coarse", "coarse"), **common)
-    fine = localize(query.volume, (support.volume, points), models["coarse"], models["fine"], rng=rng,
-                    schedule=("fine",), start_mm=coarse.trajectories_mm[1], **common)
-    authors = localize(query.volume, (support.volume, points), models["coarse"], models["fine"],
+    k, reached = inference.k, first.trajectories_mm[1, :inference.k]
+    coarse = localize(query.volume, supports, models["coarse"], rng=None, schedule=("coarse", "coarse"),
+                      start_mm=reached, k=k, **common)
+    fine = localize(query.volume, supports, models["coarse"], models["fine"], rng=None, schedule=("fine",),
+                    start_mm=reached, k=k, **common)
+    authors = localize(query.volume, supports, models["coarse"], models["fine"],
                        rng=case_rng(settings.seed, query_id, support_id), schedule=("coarse", "fine"),
                        ensemble="mean_embedding", starts=inference.starts, pool_factor=inference.pool_factor,
-                       organ_of_point=organ_of_point, k=inference.k)
-    trajectories = np.concatenate([coarse.trajectories_mm, fine.trajectories_mm[1:]])   # (5, K, P, 3)
-    store.write(support_id, query_id, organ_of_point, trajectories_mm=trajectories.astype(np.float32),
-                authors_points_mm=authors.points_mm, wall_s_coarse3=coarse.wall_s, wall_s_fine=fine.wall_s,
+                       k=k, **common)
+    later = np.concatenate([coarse.trajectories_mm[1:], fine.trajectories_mm[1:]])   # (3, K, P, 3)
+    store.write(support_id, query_id, organ_of_point, first_step_mm=first_step,
+                later_steps_mm=later.astype(np.float32), authors_points_mm=authors.points_mm,
+                wall_s_coarse1=first.wall_s, wall_s_coarse23=coarse.wall_s, wall_s_fine=fine.wall_s,
                 wall_s_authors=authors.wall_s)
 
 
@@ -117,12 +133,19 @@ def stage_points(run: PairPredictions, stage: str, k: int) -> np.ndarray:
     """Predicted points (P, 3) after `stage` (one of STAGES[1:], or AUTHORS_VARIANT) with K runs."""
     if stage == AUTHORS_VARIANT:
         return run["authors_points_mm"]
-    return run["trajectories_mm"][STAGES.index(stage), :k].astype(float).mean(axis=0)
+    return stage_runs(run, stage, k).mean(axis=0)
 
 
 def stage_runs(run: PairPredictions, stage: str, k: int) -> np.ndarray:
     """Positions (K, P, 3) of the first K runs after `stage` (or "start")."""
-    return run["trajectories_mm"][STAGES.index(stage), :k].astype(float)
+    if stage in FIRST_STAGES:
+        runs = run["first_step_mm"][FIRST_STAGES.index(stage)]
+    else:
+        runs = run["later_steps_mm"][STAGES.index(stage) - len(FIRST_STAGES)]
+    if k > len(runs):
+        raise ValueError(f"the cache holds {len(runs)} runs after {stage!r}, not {k} "
+                         f"(rprloc.inference: k_max runs up to coarse1, k after it)")
+    return runs[:k].astype(float)
 
 
 def score(settings, protocol, strategy: str, stages_and_k, labels: dict) -> pd.DataFrame:

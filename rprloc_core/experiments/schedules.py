@@ -24,11 +24,11 @@ from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
-from rprloc_core.evaluation.protocol import Protocol, case_rng, organ_landmarks_mm
+from rprloc_core.evaluation.protocol import Protocol, case_rng
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments.models import models_hash
-from rprloc_core.experiments.rprloc_predictions import main_models
-from rprloc_core.rprloc.inference import POOL_FACTOR, encode_supports, localize, stack_organ_landmarks
+from rprloc_core.experiments.rprloc_predictions import main_models, support_landmarks
+from rprloc_core.rprloc.inference import POOL_FACTOR, localize
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,8 @@ def compute_pair(settings, support_id: str, query_id: str, k: int, organs=HAN_OR
         return
     models = main_models(settings)
     support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
-    wanted = [o for o in organs if o in query.labels]
-    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
-    embeddings = encode_supports((support.volume, points), models)
+    wanted = tuple(o for o in organs if o in query.labels)
+    points, organ_of_point, embeddings = support_landmarks(settings, support_id, wanted, "extreme")
     runs = run_candidates(query, support.volume, points, organ_of_point, models, embeddings,
                           lambda: case_rng(settings.seed, query_id, support_id), k)
     arrays = {}

@@ -3,10 +3,11 @@ every (support, query) pair of a profile: the patch auto-encoder they need, thei
 the prediction cache, their scores, and their times.
 
 Predictions and times are computed separately, on purpose:
-- predictions: all five methods of a pair at once (`template_matching.match_all`: one FFT
-  cross-correlation per template for the three GS scores, one dense encoding of the query for the
-  two FM scores), cached per pair, resumable, two single-thread worker processes. The results
-  equal running each method on its own.
+- predictions: all five methods for all the supports of a query at once
+  (`template_matching.match_all`: one FFT of the query and one cross-correlation per template for
+  the three GS scores, one dense encoding of the query for the two FM scores), cached per pair,
+  resumable, two single-thread worker processes. The results equal running each method on each
+  pair on its own.
 - times: shared work is not how anyone would run one method, so each method is timed alone, end
   to end (cutting templates, matching, for FM encoding the query), with `template_method` on a
   few queries (`time_methods`). RPR-Loc is timed the same way beside them (`time_rprloc`).
@@ -120,34 +121,58 @@ def cache(settings) -> PredictionCache:
     return PredictionCache.for_method(settings, "template_matching", key)
 
 
-def compute_pair(settings, support_id: str, query_id: str, organs=HAN_ORGANS) -> None:
-    """All five methods on one pair, into the cache. Templates are cut around the support's
-    extreme points of every organ the query has, as `template_method` does."""
+def compute_query(settings, query_id: str, support_ids, organs=HAN_ORGANS) -> None:
+    """All five methods on one query from each of several supports, into the cache (one entry per
+    pair). The templates of all the supports go through `match_all` together, so the query-side work
+    (the query's FFT and window sums, its dense encoding) is done once per query rather than once per
+    pair; each template's result is independent of the others, so every pair's entry equals what
+    that pair alone gives. Templates are cut around the support's extreme points of every organ the
+    query has, as `template_method` does."""
     store = cache(settings)
-    if store.has(support_id, query_id):
+    support_ids = [s for s in support_ids if not store.has(s, query_id)]
+    if not support_ids:
         return
     section = settings.template_matching
     encoder = load_encoder(settings)
-    support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
+    query = dataset.load_case(settings, query_id)
     wanted = [o for o in organs if o in query.labels]
-    points_mm, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
-    templates = cut_templates(support.volume, support.mm_to_idx(points_mm), section.patch_size)
+    templates, parts = [], []
+    for support_id in support_ids:
+        support = dataset.load_case(settings, support_id)
+        points_mm, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, wanted, "extreme"))
+        templates.append(cut_templates(support.volume, support.mm_to_idx(points_mm), section.patch_size))
+        parts.append((support_id, organ_of_point))
+    templates = np.concatenate(templates)
     walls, results = {}, {}
     for part, methods in (("gray", GRAY_METHODS), ("features", FEATURE_METHODS)):
         start = time.perf_counter()
         results.update(match_all(query.volume, templates, methods, stride=section.stride, encoder=encoder))
         walls[part] = time.perf_counter() - start
-    store.write(support_id, query_id, organ_of_point, methods=np.array(METHODS),
-                points_mm=np.stack([results[m].centre_mm for m in METHODS]),
-                scores=np.stack([results[m].score for m in METHODS]),
-                wall_s_shared_gray=walls["gray"], wall_s_shared_features=walls["features"])
+    first = 0
+    for support_id, organ_of_point in parts:
+        rows = slice(first, first + len(organ_of_point))
+        first = rows.stop
+        # wall_s_query_*: the shared computation for all the supports of this query (not a method's time)
+        store.write(support_id, query_id, organ_of_point, methods=np.array(METHODS),
+                    points_mm=np.stack([results[m].centre_mm[rows] for m in METHODS]),
+                    scores=np.stack([results[m].score[rows] for m in METHODS]),
+                    wall_s_query_gray=walls["gray"], wall_s_query_features=walls["features"],
+                    n_supports_sharing=len(parts))
+
+
+def compute_pair(settings, support_id: str, query_id: str, organs=HAN_ORGANS) -> None:
+    """One pair into the cache (`compute_query` with a single support)."""
+    compute_query(settings, query_id, [support_id], organs)
 
 
 def predict_all(settings, protocol, parallel: bool = True, progress: bool = True) -> None:
-    """Compute every missing or out-of-date pair (two single-thread processes when `parallel`).
-    Needs the trained encoder (`train_encoder`)."""
-    jobs = [(settings, s, q) for s, q in cache(settings).missing(protocol.pairs)]
-    run_jobs(compute_pair, jobs, "template-matching predictions", parallel, progress)
+    """Compute every missing or out-of-date pair, one job per query with all its missing supports
+    (two single-thread processes when `parallel`). Needs the trained encoder (`train_encoder`)."""
+    by_query: dict[str, list[str]] = {}
+    for support_id, query_id in cache(settings).missing(protocol.pairs):
+        by_query.setdefault(query_id, []).append(support_id)
+    jobs = [(settings, q, supports) for q, supports in by_query.items()]
+    run_jobs(compute_query, jobs, "template-matching predictions (per query)", parallel, progress)
 
 
 def read(settings, support_id: str, query_id: str) -> PairPredictions:
