@@ -63,9 +63,10 @@ print(f"queries (test): {len(protocol.queries)} patients")
 
 # %% [markdown]
 # ## Run every (support, query) pair
-# Extreme and diagonal points, K_max random starts per landmark, three coarse steps and the fine
-# step (from the first coarse step, same starts), plus the default schedule (the K query embeddings
-# averaged, as in the authors' code, from the profile's starts; chosen below on validation patients).
+# Extreme and diagonal points: K_max random starts per landmark take the first coarse step (Table 1
+# reads it at every K up to K_max); the first K of them take two more coarse steps and, from the first
+# coarse step, the fine step. Plus the default schedule (the K query embeddings averaged, as in the
+# authors' code, from the profile's starts; chosen below on validation patients).
 
 # %%
 rprloc_predictions.predict_all(settings, protocol, parallel=parallel)
