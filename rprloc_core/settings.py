@@ -20,6 +20,7 @@ import tomllib
 
 from rprloc_core.detector.config import DetectorTrainConfig
 from rprloc_core.errors import RprlocError
+from rprloc_core.pin.config import PINTrainConfig
 from rprloc_core.rprloc.config import ENSEMBLES, STARTS, TrainConfig
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
@@ -161,6 +162,25 @@ class DetectorSettings:
 
 
 @dataclass(frozen=True)
+class PinSettings:
+    """PIN (notebook 07), a supervised reference: one network per landmark (PIN-Single: the six
+    extreme points of each organ, loss C+R), the variants' landmark also with losses C and R
+    (PIN1-PIN5), and one network in the shape model's space (PIN-Multiple); its own release."""
+    train: PINTrainConfig = field(default_factory=PINTrainConfig)
+    multiple_steps: int | None = None     # PIN-Multiple's steps (None: train.steps)
+    range_mm: tuple = (60.0, 60.0, 60.0)  # PIN-Single: training moves up to +- this per axis (z, y, x)
+    n_sd: float = 1.5                     # PIN-Multiple: training moves up to +- n_sd SD per shape mode
+    keep_variance: float = 0.995          # the shape model keeps this share of the variance
+    n_initialisations: int = 19           # starts per query: the landmarks of that many training patients
+    iterations: int = 10                  # rules B and C
+    rule_a_iterations: int = 350          # rule A (one voxel of the working grid per iteration)
+    variants_landmark: str = "Mandible z_min"   # PIN1-PIN5 are compared on one landmark, as in the paper
+    n_train: int | None = None            # training patients used (None: all with every organ)
+    n_validation: int | None = None       # validation patients scored while training (None: all)
+    release: str | None = None            # release folder, relative to the project root
+
+
+@dataclass(frozen=True)
 class Settings:
     name: str
     description: str
@@ -172,6 +192,7 @@ class Settings:
     figures: FigureSettings = field(default_factory=FigureSettings)
     weights: WeightsSettings = field(default_factory=WeightsSettings)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
+    pin: PinSettings = field(default_factory=PinSettings)
     # (dotted key, value) pairs applied on top of the file; a record only (their effect is in the
     # fields above), so not part of equality or the hash (values may be lists)
     overrides: tuple = field(default=(), compare=False)

@@ -25,6 +25,9 @@ EXPECTED = {
     "04_diagonal_vs_extreme": ["tables/table1_diagonal_vs_extreme.csv", "figures/mandible_diagonal_vs_extreme.png"],
     "05_template_matching_baselines": ["tables/table3_methods.csv", "figures/figure4_brainstem_boxes.png",
                                        "figures/autoencoder_training.png", "tables/table3_timing.csv"],
+    "07_pin": ["tables/pin_variants.csv", "tables/pin_single_vs_multiple.csv", "tables/pin_methods.csv",
+               "tables/pin_training.csv", "figures/pin_training.png", "figures/pin_convergence.png",
+               "figures/pin_landmark_errors.png"],
     "08_references": ["tables/registration_validation.csv", "tables/references_methods.csv",
                       "figures/references_methods.png"],
 }

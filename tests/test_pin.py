@@ -211,3 +211,53 @@ def test_fast_25d_patches_equal_the_reference_sampler():
     reference = sample_trilinear(volume, patch_grid_mm(centres, 8, 2.5), fill=-1.0)
     np.testing.assert_allclose(fast, reference, atol=1e-5)
     assert (fast == -1.0).any()
+
+
+def test_pin_tables_from_known_errors():
+    """The paper-table analogues aggregate per-query errors as stated: mean and population SD over
+    queries, variants in the paper's order with its numbers beside, the overall row of Table 2."""
+    import pandas as pd
+
+    from rprloc_core.experiments.paper import paper_table
+    from rprloc_core.experiments.pin_predictions import VARIANTS, single_vs_multiple_table, variants_table
+
+    rows = []
+    for i, variant in enumerate(VARIANTS):
+        rows += [{"model": variant, "query": q, "landmark": "Mandible z_min", "error_mm": e + i, "time_s": 0.1}
+                 for q, e in (("a", 2.0), ("b", 6.0))]
+    for model, shift in (("PIN-Single", 0.0), ("PIN-Multiple", 1.0)):
+        rows += [{"model": model, "query": q, "landmark": m, "error_mm": e + shift, "time_s": 0.01}
+                 for q, e in (("a", 1.0), ("b", 3.0)) for m in ("L1", "L2")]
+    errors = pd.DataFrame(rows)
+    variants = variants_table(errors, paper_table("pin_table1"))
+    assert list(variants.variant) == list(VARIANTS)
+    assert variants.error_mean_mm.tolist() == [4.0, 5.0, 6.0, 7.0, 8.0]
+    assert variants.error_sd_mm.tolist() == [2.0] * 5
+    assert variants.set_index("variant").loc["PIN5", "paper_error_mean_mm"] == 5.47
+    table = single_vs_multiple_table(errors, paper_table("pin_table2")).set_index("landmark")
+    assert list(table.index) == ["L1", "L2", "Overall"]
+    assert table.loc["Overall", "PIN-Single error_mean_mm"] == 2.0
+    assert table.loc["Overall", "PIN-Multiple error_mean_mm"] == 3.0
+    assert table.loc["Overall", "paper PIN-Multiple error_mean_mm"] == 5.59
+    assert np.isnan(table.loc["L1", "paper PIN-Single error_mean_mm"])
+
+
+def test_pin_training_reports_a_validation_error_in_mm(tmp_path):
+    """The validation sample is fixed by the seed, and its error after one move is in mm: a network
+    that answers zero leaves every displaced start where it is (error = the mean start distance)."""
+    from rprloc_core.pin.config import PINTrainConfig
+    from rprloc_core.pin.training import LandmarkSpace, build_network, validate, validation_set
+
+    rng = np.random.default_rng(1)
+    volume = Volume(rng.normal(size=(20, 24, 24)).astype(np.float32), np.array([3.0, 2.0, 2.0]))
+    cases = [(volume, np.array([30.0, 24.0, 24.0])), (volume, np.array([27.0, 20.0, 26.0]))]
+    space, config = LandmarkSpace((10.0, 10.0, 10.0)), PINTrainConfig(width=4, hidden=8)
+    first, again = validation_set(space, config, cases), validation_set(space, config, cases)
+    np.testing.assert_array_equal(first["states"], again["states"])
+    net = build_network(space, config)
+    for head in (net.regress[-1],):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    result = validate(net, space, config, first)
+    start_distance = np.linalg.norm(first["states"] - first["truth_mm"][:, 0], axis=1).mean()
+    assert result["val_error_mm"] == pytest.approx(start_distance)

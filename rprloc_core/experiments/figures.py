@@ -9,6 +9,7 @@ functions draw what they are given.
     table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
     autoencoder_training, autoencoder_reconstructions, table3_chart,
     figure4                                                               notebook 05 (paper Table 3, Figure 4)
+    pin_training, pin_convergence, pin_landmark_errors                    notebook 07 (PIN)
     detector_training, detector_example                                   notebook 08 (supervised reference)
     accuracy_against_time                                                 notebook 09 (summary)
 """
@@ -24,7 +25,13 @@ from rprloc_core.data import cases, dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.data.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, intensity_map
 from rprloc_core.evaluation.scoring import score_prediction
-from rprloc_core.experiments import detector_predictions, models, rprloc_predictions, template_predictions
+from rprloc_core.experiments import (
+    detector_predictions,
+    models,
+    pin_predictions,
+    rprloc_predictions,
+    template_predictions,
+)
 from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
@@ -541,6 +548,90 @@ def detector_example(settings, query_id: str, rule: str, organs=HAN_ORGANS):
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles[::2], labels[::2], loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+# ---------------------------------------------------------------------------------- notebook 07
+
+def pin_training(history: pd.DataFrame):
+    """PIN's training: the training loss of every network, and the validation error after one
+    regression move (mm), against the step. PIN-Single's 24 landmark networks in thin lines, the
+    variants' loss-C and loss-R networks and PIN-Multiple highlighted (a loss-C network's regression
+    head is not trained, so its validation error says nothing)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6))
+    special = {"multiple": ("tab:red", "PIN-Multiple (C+R)")}
+    for name in history.network.unique():
+        if name.endswith("-loss-C"):
+            special[name] = ("tab:green", f"{name.removeprefix('single-')} (loss C)")
+        elif name.endswith("-loss-R"):
+            special[name] = ("tab:orange", f"{name.removeprefix('single-')} (loss R)")
+    single_drawn = False
+    for name, part in history.groupby("network", sort=False):
+        colour, label = special.get(name, ("tab:blue", None))
+        if label is None:
+            label, single_drawn = (None if single_drawn else "PIN-Single, one per landmark (C+R)"), True
+        width = 2.0 if name in special else 0.6
+        left.plot(part.step, part.loss, color=colour, lw=width, label=label)
+        if "val_error_mm" in part and not name.endswith("-loss-C"):
+            right.plot(part.step, part.val_error_mm, color=colour, lw=width, label=label)
+    left.set_yscale("log")
+    left.set_title("Training loss", fontsize=9)
+    right.set_title("Validation patients: landmark error after one move (rule B), mm", fontsize=9)
+    for ax in (left, right):
+        ax.set_xlabel("training step")
+    right.set_ylabel("mm")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def pin_convergence(settings, query_id: str, landmark: str | None = None, rule: str = "C"):
+    """PIN-Single's starts (hollow) and their paths under an update rule to the final positions
+    (filled), their mean (the prediction, star) and the truth (cross), on three orthogonal slices
+    through the true landmark of one query."""
+    landmark = landmark or settings.pin.variants_landmark
+    query = dataset.load_case(settings, query_id)
+    truth_mm = pin_predictions.true_landmarks(settings, query_id)[landmark]
+    model = pin_predictions.released_shape_model(settings)
+    train_landmarks = pin_predictions.training_landmarks(settings)
+    predicted, path = pin_predictions.run_network(settings, query.volume, pin_predictions.network_file_name(landmark),
+                                                  rule, model, train_landmarks, query_id, return_path=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    organ = landmark.split()[0]
+    orthogonal_views(axes, query.hu, query.spacing, query.mm_to_idx(truth_mm),
+                     {organ: query.labels[organ]} if organ in query.labels else None)
+    for ax, view in zip(axes, VIEWS):
+        _, (row_axis, col_axis) = VIEW_AXES[view]
+        for n in range(path.shape[1]):
+            ax.plot(path[:, n, col_axis], path[:, n, row_axis], color="gold", lw=0.7, alpha=0.8)
+        ax.scatter(path[0, :, col_axis], path[0, :, row_axis], s=16, facecolors="none", edgecolors="gold",
+                   label="starts (training patients' landmark)")
+        ax.scatter(path[-1, :, col_axis], path[-1, :, row_axis], s=10, c="gold", label="final positions")
+        ax.scatter(predicted[0, col_axis], predicted[0, row_axis], s=90, c="red", marker="*", edgecolors="white",
+                   linewidths=0.5, label="prediction (mean)", zorder=6)
+        ax.scatter(truth_mm[col_axis], truth_mm[row_axis], s=60, c="cyan", marker="x", label="truth", zorder=6)
+    error = float(np.linalg.norm(predicted[0] - truth_mm))
+    fig.suptitle(f"PIN-Single, {landmark}, rule {rule}, {path.shape[0] - 1} iterations from {path.shape[1]} starts, "
+                 f"patient {query_id}: error {error:.1f} mm", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+def pin_landmark_errors(table: pd.DataFrame):
+    """PIN-Single against PIN-Multiple per landmark (mean error over the queries, mm, with the SD)."""
+    rows = table[table.landmark != "Overall"]
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(rows) + 1.2))
+    for offset, model, colour in ((-0.18, "PIN-Single", "tab:blue"), (0.18, "PIN-Multiple", "tab:red")):
+        ax.barh(y + offset, rows[f"{model} error_mean_mm"], height=0.36, xerr=rows[f"{model} error_sd_mm"],
+                color=colour, alpha=0.8, error_kw={"lw": 0.6}, label=model)
+    ax.set_yticks(y, rows.landmark, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("landmark error, mm (mean and SD over the test queries)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
 

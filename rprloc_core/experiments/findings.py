@@ -243,3 +243,35 @@ def references_findings(table: pd.DataFrame, chosen: str, profile: str, detector
     if profile == "smoke":
         lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about the methods.*")
     return " ".join(lines[:2]) + "".join("\n\n" + line for line in lines[2:])
+
+
+def pin_findings(variants: pd.DataFrame, single_vs_multiple: pd.DataFrame, methods: pd.DataFrame,
+                 single_label: str, multiple_label: str, profile: str) -> str:
+    """What notebook 07's tables say, in words computed from them: the best variant against the
+    paper's ranking, PIN-Single against PIN-Multiple, and PIN's boxes against one-shot RPR-Loc."""
+    v = variants.set_index("variant")
+    best = v.error_mean_mm.idxmin()
+    lines = [f"On the landmark {v.landmark.iloc[0]}, the most accurate variant here is **{best}** "
+             f"({v.loc[best, 'error_mean_mm']:.1f} ± {v.loc[best, 'error_sd_mm']:.1f} mm; the paper's best is PIN5, "
+             f"{v.loc['PIN5', 'paper_error_mean_mm']:.2f} mm on fetal ultrasound). PIN5 (loss C+R, rule C) here: "
+             f"{v.loc['PIN5', 'error_mean_mm']:.1f} mm; rule A (classification only, "
+             f"{v.loc['PIN3', 'time_s']:.2g} s per landmark) against rule C ({v.loc['PIN5', 'time_s']:.2g} s): "
+             f"{v.loc['PIN3', 'error_mean_mm']:.1f} vs {v.loc['PIN5', 'error_mean_mm']:.1f} mm with the same network."]
+    overall = single_vs_multiple.set_index("landmark").loc["Overall"]
+    s, m = overall["PIN-Single error_mean_mm"], overall["PIN-Multiple error_mean_mm"]
+    lines.append(f"Over all 24 landmarks PIN-Single's error is {s:.1f} mm and PIN-Multiple's {m:.1f} mm "
+                 f"(the paper: {overall['paper PIN-Single error_mean_mm']:.2f} and "
+                 f"{overall['paper PIN-Multiple error_mean_mm']:.2f} mm): the shape model "
+                 + ("helps here too." if m < s else "does not help here."))
+    mean = methods[methods.organ == "Mean"].set_index("method")
+    for label in (single_label, multiple_label):
+        if label in mean.index:
+            row = mean.loc[label]
+            text = (f"**{label}** boxes: {row.iou_pct:.1f} % IoU, {row.awd_mm:.1f} mm AWD, "
+                    f"{row.time_s:.2g} s per organ")
+            if RPRLOC_LABEL in mean.index and np.isfinite(mean.loc[RPRLOC_LABEL, "iou_pct"]):
+                text += f" ({row.iou_pct - mean.loc[RPRLOC_LABEL, 'iou_pct']:+.1f} IoU points over one-shot RPR-Loc)"
+            lines.append(text + ".")
+    if profile == "smoke":
+        lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about the methods.*")
+    return "\n\n".join(lines)

@@ -38,7 +38,7 @@ FAMILIES = {
     "supervised": "supervised (paper only)",
 }
 # Methods the paper compares with that this project has not implemented yet (open issues).
-NOT_YET = ("CC2D-SSL", "CC2D", "PIN")
+NOT_YET = ("CC2D-SSL", "CC2D")
 # The label of the detector trained here in the references table (experiments.detector_predictions.LABEL).
 DETECTOR_PREFIX = "Supervised detector"
 CLEAR_MARGIN_PTS = 2.0     # an IoU lead smaller than this is within the spread over supports
@@ -77,7 +77,7 @@ def _rows_from_long(table: pd.DataFrame, methods: dict, source: str, organs) -> 
 
 def methods_table(results: Path, organs=HAN_ORGANS) -> pd.DataFrame:
     """Every method measured in this profile's results, one row each (see the module docstring).
-    Seconds per organ only where the timing harness measured them (Table 3, notebook 08)."""
+    Seconds per organ only where they were measured (Table 3, notebooks 07 and 08)."""
     rows = []
     table2 = read_table(results, "table2_multistep")
     if table2 is not None:
@@ -98,6 +98,10 @@ def methods_table(results: Path, organs=HAN_ORGANS) -> pd.DataFrame:
         detector = [m for m in dict.fromkeys(references.method) if str(m).startswith(DETECTOR_PREFIX)]
         rows += _rows_from_long(references, {m: FAMILIES["supervised_here"] for m in detector},
                                 "references_methods", organs)
+    pin = read_table(results, "pin_methods")
+    if pin is not None:
+        supervised = [m for m in dict.fromkeys(pin.method) if str(m).startswith("PIN")]
+        rows += _rows_from_long(pin, {m: FAMILIES["supervised_here"] for m in supervised}, "pin_methods", organs)
     few = read_table(results, "few_shot")
     if few is not None:
         for r in few[few.supports > 1].to_dict("records"):

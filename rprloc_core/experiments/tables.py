@@ -30,6 +30,7 @@ from rprloc_core.evaluation.scoring import evaluate, summarize
 from rprloc_core.experiments import (
     detector_predictions,
     models,
+    pin_predictions,
     registration_predictions,
     rprloc_predictions,
     template_predictions,
@@ -281,3 +282,23 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
     order = [chosen, *([detector_predictions.LABEL] if detector_rule is not None else []),
              *([RPRLOC_LABEL] if have_rprloc else []), SUPERVISED_LABEL]
     return PaperTable(table, per_query, {"order": order})
+
+
+# ------------------------------------------------------------------------------ notebook 07
+
+def pin_methods_table(settings, protocol) -> PaperTable:
+    """PIN-Single and PIN-Multiple as rows of the methods table (boxes from their predicted extreme
+    points, support "none", seconds per organ measured while predicting in the single-thread
+    workers), with RPR-Loc's default schedule on the same queries beside (accuracy only, from the
+    cache; its time is Table 3's)."""
+    per_query = [pin_predictions.score_boxes(settings, protocol.queries)]
+    if rprloc_predictions.have_predictions(settings, protocol):
+        stage = rprloc_predictions.default_stage(settings)
+        per_query.append(rprloc_predictions.score(settings, protocol, "extreme",
+                                                  [(stage, settings.rprloc.inference.k)], {stage: RPRLOC_LABEL}))
+    per_query = pd.concat(per_query, ignore_index=True)
+    pin_rows = per_query[per_query.method.isin([pin_predictions.SINGLE_LABEL, pin_predictions.MULTIPLE_LABEL])]
+    times = pin_rows.groupby("method").time_s.mean().to_dict()
+    sources = {m: "measured here: every test query, while predicting, one thread per worker" for m in times}
+    table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs, paper_only=())
+    return PaperTable(table, per_query)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from rprloc_core.checkpoints import resume
 from rprloc_core.geometry.volume import Volume
+from rprloc_core.pin.config import RESUMABLE_CHANGES, PINTrainConfig
 from rprloc_core.pin.network import PINNet, pin_loss
 from rprloc_core.pin.patches25d import cut_25d
 from rprloc_core.pin.shape_model import ShapeModel
@@ -68,26 +69,6 @@ class ShapeSpace:
         return self.model.decode(np.asarray(states, dtype=float).reshape(-1, self.model.n_modes))
 
 
-# Settings a resumed run may change: how long it runs, not what it learns.
-RESUMABLE_CHANGES = ("steps", "time_limit_s")
-
-
-@dataclass(frozen=True)
-class PINTrainConfig:
-    patch_size: int = 32               # pixels per side of each 2.5D plane (a multiple of 32)
-    pixel_mm: float = 3.0              # mm per pixel: 32 x 3 mm = a 96 mm field
-    width: int = 16
-    hidden: int = 128
-    loss: str = "C+R"
-    alpha: float = 0.5
-    steps: int = 2000
-    batch_size: int = 32
-    lr: float = 1e-3
-    seed: int = 0
-    checkpoint_every: int = 100
-    time_limit_s: float | None = None  # pauses the run (resumable); never decides which model is used
-
-
 def patches_for_states(volume: Volume, space, states: np.ndarray, config: PINTrainConfig) -> torch.Tensor:
     """Network input (N, 3L, S, S) for states (N, D) in one volume."""
     points = space.landmarks(states)                                    # (N, L, 3)
@@ -103,22 +84,54 @@ def build_network(space, config: PINTrainConfig) -> PINNet:
         return PINNet(3 * space.n_landmarks, config.patch_size, len(space.scale), config.width, config.hidden)
 
 
-def _batch(cases, space, config: PINTrainConfig, rng: np.random.Generator):
+def _samples(pairs, space, config: PINTrainConfig, rng: np.random.Generator):
+    """Network inputs and targets for (case, state) pairs: each state is the case's truth moved by
+    up to +- `space.scale` per dimension; the target is the way back, in units of the scale."""
     scale = space.scale
-    which = rng.integers(len(cases), size=config.batch_size)
-    inputs, targets = [], []
-    for i in which:
-        volume, truth = cases[i]
+    inputs, targets, states = [], [], []
+    for volume, truth in pairs:
         state = truth + rng.uniform(-1.0, 1.0, size=len(scale)) * scale
         inputs.append(patches_for_states(volume, space, state[None], config))
         targets.append((truth - state) / scale)
-    return torch.cat(inputs), torch.as_tensor(np.stack(targets), dtype=torch.float32)
+        states.append(state)
+    return torch.cat(inputs), torch.as_tensor(np.stack(targets), dtype=torch.float32), np.stack(states)
+
+
+def _batch(cases, space, config: PINTrainConfig, rng: np.random.Generator):
+    which = rng.integers(len(cases), size=config.batch_size)
+    x, target, _ = _samples([cases[i] for i in which], space, config, rng)
+    return x, target
+
+
+def validation_set(space, config: PINTrainConfig, cases, per_case: int = 4) -> dict:
+    """A fixed validation sample (the same for every run with this seed): `per_case` displaced
+    states per case, their inputs, targets, and the true landmarks (to report the error in mm)."""
+    rng = np.random.default_rng([config.seed, 17])
+    pairs = [case for case in cases for _ in range(per_case)]
+    x, target, states = _samples(pairs, space, config, rng)
+    truth = space.landmarks(np.stack([t for _, t in pairs]))
+    return {"x": x, "target": target, "states": states, "truth_mm": truth}
+
+
+@torch.no_grad()
+def validate(net: PINNet, space, config: PINTrainConfig, validation: dict) -> dict:
+    """The loss on the validation sample and the landmark error (mm) after one rule-B move."""
+    was_training = net.training
+    net.eval()
+    logits, displacement = net(validation["x"])
+    loss = float(pin_loss(logits, displacement, validation["target"], config.loss, config.alpha))
+    moved = validation["states"] + displacement.numpy().astype(float) * space.scale
+    error = np.linalg.norm(space.landmarks(moved) - validation["truth_mm"], axis=-1).mean()
+    net.train(was_training)
+    return {"val_loss": loss, "val_error_mm": float(error)}
 
 
 def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.ndarray]], out_dir,
-              progress: bool = True) -> dict:
-    """Train (or resume) in `out_dir`. `cases`: (volume, true state (D,)) per training case.
-    Returns a summary (steps done, last loss, why it stopped)."""
+              progress: bool = True, validation_cases: Sequence | None = None, desc: str = "PIN training") -> dict:
+    """Train (or resume) in `out_dir`. `cases`: (volume, true state (D,)) per training case;
+    `validation_cases` likewise (a fixed sample of them is scored at every checkpoint: loss and the
+    landmark error in mm after one regression move). Returns a summary (steps done, last loss,
+    why it stopped, seconds trained in all)."""
     if not cases:
         raise ValueError("no training cases")
     out_dir = Path(out_dir)
@@ -127,19 +140,20 @@ def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.nd
     net = build_network(space, config)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 13])
-    step, history, resumed = 0, [], False
+    step, history, resumed, trained_s = 0, [], False, 0.0
     saved = resume(last, asdict(config), RESUMABLE_CHANGES, net, optimizer, rng)
     if saved is not None:
-        step, history, resumed = saved["step"], saved["history"], True
+        step, history, resumed, trained_s = saved["step"], saved["history"], True, saved.get("train_time_s", 0.0)
+    validation = validation_set(space, config, validation_cases) if validation_cases else None
+    start, stopped, running = time.perf_counter(), "steps", []
 
     def save():
         atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                            "rng": rng.bit_generator.state, "history": history, "config": asdict(config),
-                           "net_config": net.config}, last)
+                           "net_config": net.config, "train_time_s": trained_s + time.perf_counter() - start}, last)
 
-    start, stopped, running = time.perf_counter(), "steps", []
     net.train()
-    bar = tqdm(total=config.steps, initial=step, desc="PIN training", disable=not progress)
+    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress)
     while step < config.steps:
         if config.time_limit_s is not None and time.perf_counter() - start > config.time_limit_s:
             stopped = "time limit (resumable)"
@@ -153,7 +167,8 @@ def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.nd
         step += 1
         running.append(float(loss.detach()))
         if step % config.checkpoint_every == 0 or step == config.steps:
-            history.append({"step": step, "loss": float(np.mean(running))})
+            history.append({"step": step, "loss": float(np.mean(running)),
+                            **(validate(net, space, config, validation) if validation else {})})
             running = []
             save()
         bar.update()
@@ -161,7 +176,8 @@ def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.nd
     if running:
         save()
     return {"steps": step, "resumed": resumed, "stopped": stopped,
-            "last_loss": history[-1]["loss"] if history else None, "wall_s": time.perf_counter() - start}
+            "last_loss": history[-1]["loss"] if history else None, "wall_s": time.perf_counter() - start,
+            "train_time_s": trained_s + time.perf_counter() - start}
 
 
 def load_network(path) -> PINNet:
