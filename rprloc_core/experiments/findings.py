@@ -273,5 +273,6 @@ def pin_findings(variants: pd.DataFrame, single_vs_multiple: pd.DataFrame, metho
                 text += f" ({row.iou_pct - mean.loc[RPRLOC_LABEL, 'iou_pct']:+.1f} IoU points over one-shot RPR-Loc)"
             lines.append(text + ".")
     if profile == "smoke":
-        lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about the methods.*")
+        lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about "
+                     "the methods.*")
     return "\n\n".join(lines)
