@@ -20,8 +20,9 @@
 # `results/<profile>/tables/` (`rprloc_core.experiments.summary`), so it cannot disagree with them,
 # and it runs in seconds. Every method used the same supports, queries, metrics and timing harness;
 # times are seconds per organ on one CPU thread, each method timed alone (the paper's: its GPU).
-# CC2D, PIN and a supervised detector of our own are not implemented yet (open issues); the
-# supervised row shows the paper's number only. The README's results section is this notebook's
+# CC2D is not implemented yet (an open issue). Supervised rows: the paper's Retina U-Net (the
+# paper's number only), and two references trained here on the training split's masks, the
+# detector of notebook 08 and PIN of notebook 07. The README's results section is this notebook's
 # `summary.md`, rewritten by `make reproduce`.
 
 # %% tags=["parameters"]

@@ -223,10 +223,12 @@ def test_pin_tables_from_known_errors():
 
     rows = []
     for i, variant in enumerate(VARIANTS):
-        rows += [{"model": variant, "query": q, "landmark": "Mandible z_min", "error_mm": e + i, "time_s": 0.1}
+        rows += [{"model": variant, "query": q, "landmark": "Mandible z_min", "error_mm": e + i, "axis_error_mm": e,
+                  "time_s": 0.1}
                  for q, e in (("a", 2.0), ("b", 6.0))]
     for model, shift in (("PIN-Single", 0.0), ("PIN-Multiple", 1.0)):
-        rows += [{"model": model, "query": q, "landmark": m, "error_mm": e + shift, "time_s": 0.01}
+        rows += [{"model": model, "query": q, "landmark": m, "error_mm": e + shift, "axis_error_mm": shift,
+                  "time_s": 0.01}
                  for q, e in (("a", 1.0), ("b", 3.0)) for m in ("L1", "L2")]
     errors = pd.DataFrame(rows)
     variants = variants_table(errors, paper_table("pin_table1"))
@@ -238,6 +240,7 @@ def test_pin_tables_from_known_errors():
     assert list(table.index) == ["L1", "L2", "Overall"]
     assert table.loc["Overall", "PIN-Single error_mean_mm"] == 2.0
     assert table.loc["Overall", "PIN-Multiple error_mean_mm"] == 3.0
+    assert table.loc["L2", "PIN-Multiple axis_error_mean_mm"] == 1.0
     assert table.loc["Overall", "paper PIN-Multiple error_mean_mm"] == 5.59
     assert np.isnan(table.loc["L1", "paper PIN-Single error_mean_mm"])
 

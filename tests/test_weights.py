@@ -16,7 +16,7 @@ from rprloc_core.detector.network import DetectorNet
 from rprloc_core.errors import DataError
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_prediction
-from rprloc_core.experiments import detector_predictions, models, weights
+from rprloc_core.experiments import detector_predictions, models, pin_predictions, weights
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 from rprloc_core.rprloc.pnet import PNet
 from rprloc_core.settings import load_settings
@@ -181,3 +181,54 @@ def test_released_detector_reaches_its_floor_and_an_untrained_one_does_not(valid
                              validation_cases)
     print(json.dumps({"detector_mean_iou_pct": released, "untrained_pct": untrained, "floor_pct": DETECTOR_FLOOR_PCT}))
     assert released >= DETECTOR_FLOOR_PCT > untrained
+
+
+# ------------------------------------------------------------------------------ PIN's release
+
+PIN_RELEASE = pin_predictions.release_dir(SETTINGS)
+# Mean landmark error (mm) of the released PIN-Single (loss C+R, rule C) over the extreme points of
+# the organs of the first four validation patients: the release reaches 15.2 mm, untrained networks
+# of the same architecture 21.3 mm (their starts, training patients' landmarks, are a fair prior).
+PIN_BOUND_MM = 18.0
+
+
+def test_pin_release_is_whole_and_documented():
+    manifest = weights.read_manifest(PIN_RELEASE)
+    assert set(manifest["models"]) == set(pin_predictions.networks(SETTINGS))
+    for name, entry in manifest["models"].items():
+        path = PIN_RELEASE / entry["file"]
+        assert weights.sha256(path) == entry["sha256"] and path.stat().st_size == entry["bytes"] < 2 ** 20, name
+        assert entry["training"] == pin_predictions.train_config(SETTINGS, name).__dict__, name
+        assert entry["summary"]["steps"] == pin_predictions.train_config(SETTINGS, name).steps, name
+        assert entry["history"] and "val_error_mm" in entry["history"][-1], name
+    assert "masks" in manifest["data_split"]["labels_used"] and manifest["data_split"]["train"]
+    assert (PIN_RELEASE / "MODEL_CARD.md").is_file()
+    assert pin_predictions.released_shape_model(SETTINGS).n_landmarks == 24
+    assert pin_predictions.training_landmarks(SETTINGS).shape == (len(manifest["data_split"]["train"]), 24, 3)
+
+
+def pin_single_error(validation_cases, untrained: bool = False) -> float:
+    from rprloc_core.pin.training import build_network
+
+    model, starts = pin_predictions.released_shape_model(SETTINGS), pin_predictions.training_landmarks(SETTINGS)
+    errors = []
+    for case in validation_cases:
+        truth = organ_landmarks_mm(case, HAN_ORGANS)
+        for organ, points in truth.items():
+            for point_name, point in zip(("z_min", "z_max", "y_min", "y_max", "x_min", "x_max"), points):
+                name = pin_predictions.network_file_name(f"{organ} {point_name}")
+                net = None
+                if untrained:
+                    config = pin_predictions.train_config(SETTINGS, name)
+                    net = build_network(pin_predictions.space_of(SETTINGS, name, model), config).eval()
+                predicted = pin_predictions.run_network(SETTINGS, case.volume, name, "C", model, starts, case.case_id,
+                                                        net=net)
+                errors.append(float(np.linalg.norm(predicted[0] - point)))
+    return float(np.mean(errors))
+
+
+@pytest.mark.realdata
+def test_released_pin_reaches_its_bound_and_an_untrained_one_does_not(validation_cases):
+    released, untrained = pin_single_error(validation_cases), pin_single_error(validation_cases, untrained=True)
+    print(json.dumps({"pin_single_error_mm": released, "untrained_mm": untrained, "bound_mm": PIN_BOUND_MM}))
+    assert released <= PIN_BOUND_MM < untrained

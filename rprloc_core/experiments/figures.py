@@ -576,7 +576,8 @@ def pin_training(history: pd.DataFrame):
             right.plot(part.step, part.val_error_mm, color=colour, lw=width, label=label)
     left.set_yscale("log")
     left.set_title("Training loss", fontsize=9)
-    right.set_title("Validation patients: landmark error after one move (rule B), mm", fontsize=9)
+    right.set_title("Validation patients: landmark error after one move (rule B), mm\n"
+                    "(starts within each network's training range: Single and Multiple not comparable)", fontsize=8)
     for ax in (left, right):
         ax.set_xlabel("training step")
     right.set_ylabel("mm")
@@ -585,17 +586,19 @@ def pin_training(history: pd.DataFrame):
     return fig
 
 
-def pin_convergence(settings, query_id: str, landmark: str | None = None, rule: str = "C"):
+def pin_convergence(settings, queries, landmark: str | None = None, rule: str = "C"):
     """PIN-Single's starts (hollow) and their paths under an update rule to the final positions
     (filled), their mean (the prediction, star) and the truth (cross), on three orthogonal slices
-    through the true landmark of one query."""
+    through the true landmark of the first of `queries` that has the landmark's organ."""
     landmark = landmark or settings.pin.variants_landmark
+    query_id = next(q for q in queries if landmark in pin_predictions.true_landmarks(settings, q))
     query = dataset.load_case(settings, query_id)
     truth_mm = pin_predictions.true_landmarks(settings, query_id)[landmark]
     model = pin_predictions.released_shape_model(settings)
     train_landmarks = pin_predictions.training_landmarks(settings)
     predicted, path = pin_predictions.run_network(settings, query.volume, pin_predictions.network_file_name(landmark),
                                                   rule, model, train_landmarks, query_id, return_path=True)
+    path = path + pin_predictions.volume_centre_mm(query.volume)      # PIN's centred frame -> the case's
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     organ = landmark.split()[0]
     orthogonal_views(axes, query.hu, query.spacing, query.mm_to_idx(truth_mm),

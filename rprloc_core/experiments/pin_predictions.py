@@ -10,11 +10,14 @@ Networks (`networks`):
     single-<landmark>-loss-C / -R    the variants' landmark with losses C and R (PIN1, PIN2)
     multiple                         PIN-Multiple: the shape model's parameters, loss C+R
 
-A landmark's position is in the case's mm frame (the body's bounding box, from preprocessing), so a
-training patient's landmark is a plausible start in any other patient: the starts of a query are
-the landmarks (or, for PIN-Multiple, the shape parameters) of `pin.n_initialisations` training
-patients drawn with a generator seeded by the query's name; the prediction is the mean of the
-final states. Like the detector it needs no support: rows carry the support "none".
+PIN works in a frame centred on the body: millimetres from the centre of the case's volume (the
+body's bounding box, from preprocessing). Over the training patients the landmarks spread about
+19, 10 and 13 mm (SD along z, y, x) in that frame, against 38, 10 and 74 mm from the volume's corner
+(the box's width follows the shoulders, its centre the midline). So a training patient's landmark
+is a plausible start in any other patient: the starts of a query are the landmarks (or, for
+PIN-Multiple, the shape parameters) of `pin.n_initialisations` training patients drawn with a
+generator seeded by the query's name; the prediction is the mean of the final states, moved back
+to the case's frame. Like the detector it needs no support: rows carry the support "none".
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments import models, weights
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
+from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import PINTrainConfig
 from rprloc_core.pin.shape_model import ShapeModel, fit_shape_model
 from rprloc_core.settings import load_settings, parse_assignments
@@ -84,21 +88,32 @@ def train_config(settings, name: str) -> PINTrainConfig:
 
 # ------------------------------------------------------------------------------------ material
 
+def volume_centre_mm(volume: Volume) -> np.ndarray:
+    """The centre (3,) of a volume's voxel extent, in its own mm frame."""
+    low, high = volume.extent_mm()
+    return (low + high) / 2.0
+
+
+def centred(volume: Volume) -> Volume:
+    """The same voxels in PIN's frame: mm from the volume's centre (no copy of the array)."""
+    return Volume(volume.array, volume.spacing, volume.origin_mm - volume_centre_mm(volume))
+
+
 def _case_material(settings, case_id: str):
-    """(volume on the working grid, landmarks (24, 3) mm) of a case, read from the preprocessed
-    cache; None when the case misses an organ."""
+    """(centred volume on the working grid, landmarks (24, 3) in its frame) of a case, read from the
+    preprocessed cache; None when the case misses an organ."""
     path = preprocess_case(dataset.cases_root(settings), case_id, dataset.preprocess_params(settings),
                            dataset.cache_root(settings))
     case = load_preprocessed(path)
     if not all(organ in case.labels for organ in HAN_ORGANS):
         return None
     points = organ_landmarks_mm(case, HAN_ORGANS, "extreme")
-    return case.volume, np.concatenate([points[o] for o in HAN_ORGANS])
+    return centred(case.volume), np.concatenate([points[o] for o in HAN_ORGANS]) - volume_centre_mm(case.volume)
 
 
 @lru_cache(maxsize=2)
 def material(settings, split: str) -> tuple[tuple, ...]:
-    """(case id, volume, landmarks (24, 3) mm) of the split's patients with every organ (the first
+    """(case id, centred volume, landmarks (24, 3) mm) of the split's patients with every organ (the first
     `pin.n_train` / `pin.n_validation`), loaded once per process."""
     limit = settings.pin.n_train if split == "train" else settings.pin.n_validation
     out = []
@@ -171,7 +186,10 @@ def _finished(settings, name: str) -> bool:
 
 def train(settings, parallel: bool = True, progress: bool = True) -> list[dict]:
     """Train (or resume) every network not finished yet, two worker processes; never touches a release."""
-    todo = [name for name in networks(settings) if not _finished(settings, name)]
+    # PIN-Multiple first: it takes several times longer than a landmark network, so the two
+    # workers finish together
+    todo = sorted((name for name in networks(settings) if not _finished(settings, name)),
+                  key=lambda name: networks(settings)[name]["kind"] != "multiple")
     material(settings, "train")          # loaded before the workers fork, shared with them
     material(settings, "validation")
     return run_jobs(train_one, [(settings, name) for name in todo], "PIN networks", parallel=parallel,
@@ -215,7 +233,8 @@ def released_shape_model(settings) -> ShapeModel:
 
 
 def training_landmarks(settings) -> np.ndarray:
-    """The training patients' landmarks (N, 24, 3) mm, where every query's starts come from: kept in
+    """The training patients' landmarks (N, 24, 3), mm in PIN's centred frame, where every query's
+    starts come from: kept in
     the release (so inference needs no training scan), else read from the training patients."""
     saved = _release_payload(settings) if models.uses_release(settings) else {}
     if "train_landmarks_mm" in saved:
@@ -232,7 +251,8 @@ def history(settings) -> pd.DataFrame:
         if models.uses_release(settings):
             entries = weights.read_manifest(release_dir(settings))["models"][name]["history"]
         else:
-            entries = torch.load(model_file(settings, name), map_location="cpu", weights_only=False)["history"]
+            last = trained_dir(settings) / name / "last.pt"
+            entries = torch.load(last, map_location="cpu", weights_only=False)["history"] if last.is_file() else []
         rows += [{"network": name, **entry} for entry in entries]
     return pd.DataFrame(rows)
 
@@ -264,14 +284,17 @@ def initial_states(settings, query_id: str, name: str, model: ShapeModel, train_
 
 
 def run_network(settings, volume, name: str, rule: str, model: ShapeModel, train_landmarks: np.ndarray,
-                query_id: str, return_path=False):
-    """(final state mean decoded to landmarks (L, 3) mm, the path (T + 1, N, D) if asked): one
-    network's update rule from its starts in one query volume."""
+                query_id: str, return_path=False, net=None):
+    """(final state mean decoded to landmarks (L, 3) in the volume's mm frame, the path (T + 1, N, D)
+    of the states if asked, in PIN's centred frame): one network's update rule from its starts.
+    `net`: the network to run instead of the profile's (a test compares an untrained one)."""
     from rprloc_core.pin.training import predictor
     from rprloc_core.pin.update_rules import iterate
 
+    centre = volume_centre_mm(volume)
+    volume = centred(volume)
     space, config = space_of(settings, name, model), train_config(settings, name)
-    predict = predictor(load_network(settings, name), space, volume, config)
+    predict = predictor(net if net is not None else load_network(settings, name), space, volume, config)
     initial = initial_states(settings, query_id, name, model, train_landmarks)
     if networks(settings)[name]["kind"] == "multiple":
         lower, upper, step = -SHAPE_CLIP_SD * model.sd, SHAPE_CLIP_SD * model.sd, model.sd / 10.0
@@ -280,7 +303,7 @@ def run_network(settings, volume, name: str, rule: str, model: ShapeModel, train
         step = volume.spacing
     iterations = settings.pin.rule_a_iterations if rule == "A" else settings.pin.iterations
     final, path = iterate(predict, initial, rule, iterations, step=step, lower=lower, upper=upper, return_path=True)
-    landmarks = space.landmarks(final.mean(axis=0)[None])[0]
+    landmarks = space.landmarks(final.mean(axis=0)[None])[0] + centre
     return (landmarks, path) if return_path else landmarks
 
 
@@ -343,9 +366,20 @@ def true_landmarks(settings, query_id: str) -> dict[str, np.ndarray]:
     return {f"{organ} {p}": points[organ][i] for organ in points for i, p in enumerate(EXTREME_POINT_NAMES)}
 
 
+def face_axis(landmark: str) -> int:
+    """The axis (0 z, 1 y, 2 x) along which an extreme point bounds its organ's box."""
+    return EXTREME_POINT_NAMES.index(landmark.split()[1]) // 2
+
+
+def _error(point, truth, landmark) -> dict:
+    return {"error_mm": float(np.linalg.norm(point - truth)),
+            "axis_error_mm": float(abs(point[face_axis(landmark)] - truth[face_axis(landmark)]))}
+
+
 def landmark_errors(settings, queries) -> pd.DataFrame:
-    """One row per (model, query, landmark): the Euclidean error in mm, seconds per landmark.
-    Models: PIN-Single, PIN-Multiple (all landmarks) and PIN1-PIN5 (the variants' landmark)."""
+    """One row per (model, query, landmark): the Euclidean error in mm, the error along the axis the
+    point bounds the box on (all that matters to the box), seconds per landmark. Models: PIN-Single,
+    PIN-Multiple (all landmarks) and PIN1-PIN5 (the variants' landmark)."""
     rows, names = [], landmark_names()
     for query_id in queries:
         truth = true_landmarks(settings, query_id)
@@ -354,14 +388,14 @@ def landmark_errors(settings, queries) -> pd.DataFrame:
             for landmark, point in zip(names, run["points_mm"]):
                 if landmark in truth:
                     rows.append({"model": model, "query": query_id, "landmark": landmark,
-                                 "error_mm": float(np.linalg.norm(point - truth[landmark])),
+                                 **_error(point, truth[landmark], landmark),
                                  "time_s": float(run["wall_s"]) / len(names)})
         run = cache(settings, "variants").read(NO_SUPPORT, query_id)
         landmark = settings.pin.variants_landmark
         if landmark in truth:
             for variant, point, wall in zip(VARIANTS, run["points_mm"], run["wall_s"]):
                 rows.append({"model": variant, "query": query_id, "landmark": landmark,
-                             "error_mm": float(np.linalg.norm(point - truth[landmark])), "time_s": float(wall)})
+                             **_error(point, truth[landmark], landmark), "time_s": float(wall)})
     return pd.DataFrame(rows)
 
 
@@ -384,15 +418,17 @@ def variants_table(errors: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 def single_vs_multiple_table(errors: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 2 analogue: PIN-Single and PIN-Multiple per landmark and overall (mean and
-    SD of the error over queries, mm); the paper's overall numbers beside (its landmarks are
-    fetal-ultrasound ones, so only the overall row has a paper value)."""
+    SD of the error over queries, mm, and the mean error along the point's box axis); the paper's
+    overall numbers beside (its landmarks are fetal-ultrasound ones, so only the overall row has a
+    paper value)."""
     part = errors[errors.model.isin(["PIN-Single", "PIN-Multiple"])]
-    overall = part.assign(landmark="Overall")
-    rows = pd.concat([part, overall], ignore_index=True)
-    table = rows.groupby(["landmark", "model"], sort=False).error_mm.agg(
-        error_mean_mm="mean", error_sd_mm=lambda e: e.std(ddof=0)).unstack("model")
+    rows = pd.concat([part, part.assign(landmark="Overall")], ignore_index=True)
+    table = rows.groupby(["landmark", "model"], sort=False).agg(
+        error_mean_mm=("error_mm", "mean"), error_sd_mm=("error_mm", lambda e: e.std(ddof=0)),
+        axis_error_mean_mm=("axis_error_mm", "mean")).unstack("model")
     table.columns = [f"{model} {stat}" for stat, model in table.columns]
-    table = table[[f"{m} {s}" for m in ("PIN-Single", "PIN-Multiple") for s in ("error_mean_mm", "error_sd_mm")]]
+    table = table[[f"{m} {s}" for m in ("PIN-Single", "PIN-Multiple")
+                   for s in ("error_mean_mm", "error_sd_mm", "axis_error_mean_mm")]]
     table = table.reindex([*dict.fromkeys(part.landmark), "Overall"]).rename_axis("landmark").reset_index()
     overall_paper = paper[paper.landmark.astype(str) == "Overall"].set_index("model")
     for model in ("PIN-Single", "PIN-Multiple"):

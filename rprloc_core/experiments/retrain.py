@@ -1,6 +1,6 @@
-"""Retrain a profile's models (every Pnet, the patch auto-encoder and the supervised detector) into
-the data folder, and optionally publish them as the profile's releases (the detector has its own,
-`detector.release`: it learns from labels).
+"""Retrain a profile's models (every Pnet, the patch auto-encoder and the supervised references, the
+detector and PIN) into the data folder, and optionally publish them as the profile's releases (the
+supervised ones have their own, `detector.release` and `pin.release`: they learn from labels).
 
     python -m rprloc_core.experiments.retrain --profile demo [--set rprloc.coarse.steps=4000]
     python -m rprloc_core.experiments.retrain --profile demo --publish [--overwrite]
@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from rprloc_core.errors import RprlocError
-from rprloc_core.experiments import detector_predictions, models, template_predictions
+from rprloc_core.experiments import detector_predictions, models, pin_predictions, template_predictions
 from rprloc_core.settings import load_settings, parse_assignments
 
 
@@ -29,6 +29,7 @@ def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict
     summaries.append({"name": models.AUTOENCODER, "steps": encoder.step, "stopped": encoder.stopped})
     detector = detector_predictions.train(settings, progress=progress)
     summaries.append({"name": detector_predictions.NAME, **detector})
+    summaries += pin_predictions.train(settings, parallel=parallel, progress=progress)
     return summaries
 
 
@@ -51,6 +52,9 @@ def main(argv=None) -> int:
             if settings.detector.release:
                 detector_predictions.publish(settings, overwrite=args.overwrite)
                 print(f"published the detector to {detector_predictions.release_dir(settings)}")
+            if settings.pin.release:
+                pin_predictions.publish(settings, overwrite=args.overwrite)
+                print(f"published PIN to {pin_predictions.release_dir(settings)}")
     except RprlocError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
