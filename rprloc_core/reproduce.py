@@ -96,7 +96,11 @@ def execute(source: Path, parameters: dict, out_dir: Path, progress: bool = True
         papermill.execute_notebook(str(input_path), str(output), parameters=parameters,
                                    kernel_name="python3", cwd=str(PROJECT_ROOT), progress_bar=progress,
                                    log_output=False)
-    return time.perf_counter() - start
+        wall = time.perf_counter() - start
+        # papermill records the temporary input; name the source instead (no machine path committed)
+        output.write_text(output.read_text(encoding="utf-8").replace(str(input_path), f"notebooks/{source.name}"),
+                          encoding="utf-8")
+    return wall
 
 
 def main(argv=None) -> int:

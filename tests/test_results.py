@@ -76,9 +76,14 @@ def test_figures_exist():
     for name in ("spacing_distribution", "examples_before_after_resampling", "pnet_loss_curves",
                  "method_on_real_ct", "table2_multistep", "table1_diagonal_vs_extreme",
                  "mandible_diagonal_vs_extreme", "figure4_brainstem_boxes", "run_spread", "few_shot",
-                 "summary_accuracy_time"):
+                 "pin_training", "pin_convergence", "pin_landmark_errors", "summary_accuracy_time"):
         path = DEMO / "figures" / f"{name}.png"
         assert path.is_file() and path.stat().st_size > 10_000, name
+
+
+def test_executed_notebooks_name_no_machine_path():
+    for path in (DEMO / "executed").glob("*.ipynb"):
+        assert not re.search(r'"/(work|home|root|tmp|Users)/', path.read_text(encoding="utf-8")), path.name
 
 
 def test_benchmarks():
