@@ -13,7 +13,6 @@ max is exactly the box); the point error of such points is not comparable with t
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -29,12 +28,11 @@ from rprloc_core.data.preprocess import load_preprocessed, preprocess_case
 from rprloc_core.detector.boxes import RULES, boxes_from_maps, face_centres, forward
 from rprloc_core.detector.samples import sample_from_case
 from rprloc_core.detector.training import load_detector, train_detector
-from rprloc_core.errors import DataError, RprlocError
+from rprloc_core.errors import DataError
 from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.scoring import score_points
-from rprloc_core.experiments import models, weights
+from rprloc_core.experiments import models, training_cli, weights
 from rprloc_core.rprloc.pnet import atomic_torch_save
-from rprloc_core.settings import load_settings, parse_assignments
 
 NAME = "detector"
 NO_SUPPORT = "none"
@@ -222,24 +220,13 @@ def publish(settings, overwrite: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rprloc_core.experiments.detector_predictions",
-                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--set", nargs="*", dest="overrides", metavar="KEY=VALUE", help="profile settings to change")
-    parser.add_argument("--publish", action="store_true", help="copy the trained detector into its release folder")
-    parser.add_argument("--overwrite", action="store_true", help="with --publish: replace an existing release")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.profile, {**parse_assignments(args.overrides), "weights.source": "train"})
-        print(", ".join(f"{k} {v}" for k, v in train(settings).items()))
-        if args.publish:
-            publish(settings, overwrite=args.overwrite)
-            print(f"published the detector to {release_dir(settings)}")
-    except RprlocError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    def published(settings, overwrite):
+        publish(settings, overwrite=overwrite)
+        return [f"published the detector to {release_dir(settings)}"]
 
+    return training_cli.run(argv, "python -m rprloc_core.experiments.detector_predictions", __doc__,
+                            lambda settings, parallel: [{"name": NAME, **train(settings)}], published,
+                            parallel_option=False)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,7 +22,6 @@ to the case's frame. Like the detector it needs no support: rows carry the suppo
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -36,17 +35,16 @@ from tqdm.auto import tqdm
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.data.preprocess import load_preprocessed, preprocess_case
-from rprloc_core.errors import DataError, RprlocError
+from rprloc_core.errors import DataError
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_points
-from rprloc_core.experiments import models, weights
+from rprloc_core.experiments import models, training_cli, weights
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import PINTrainConfig
 from rprloc_core.pin.shape_model import ShapeModel, fit_shape_model
-from rprloc_core.settings import load_settings, parse_assignments
 
 NAME = "pin"
 NO_SUPPORT = "none"
@@ -494,26 +492,11 @@ def publish(settings, overwrite: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rprloc_core.experiments.pin_predictions",
-                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--set", nargs="*", dest="overrides", metavar="KEY=VALUE", help="profile settings to change")
-    parser.add_argument("--publish", action="store_true", help="copy the trained networks into the PIN release")
-    parser.add_argument("--overwrite", action="store_true", help="with --publish: replace an existing release")
-    parser.add_argument("--serial", action="store_true", help="one network at a time (default: two processes)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.profile, {**parse_assignments(args.overrides), "weights.source": "train"})
-        for summary in train(settings, parallel=not args.serial):
-            print(", ".join(f"{k} {v}" for k, v in summary.items() if k in ("name", "steps", "stopped", "last_loss")))
-        if args.publish:
-            publish(settings, overwrite=args.overwrite)
-            print(f"published PIN to {release_dir(settings)}")
-    except RprlocError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    def published(settings, overwrite):
+        publish(settings, overwrite=overwrite)
+        return [f"published PIN to {release_dir(settings)}"]
 
+    return training_cli.run(argv, "python -m rprloc_core.experiments.pin_predictions", __doc__, train, published)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,12 +14,9 @@ models into the release folder (weights.release), and over an existing release o
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from rprloc_core.errors import RprlocError
-from rprloc_core.experiments import detector_predictions, models, pin_predictions, template_predictions
-from rprloc_core.settings import load_settings, parse_assignments
+from rprloc_core.experiments import detector_predictions, models, pin_predictions, template_predictions, training_cli
 
 
 def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict]:
@@ -34,32 +31,18 @@ def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rprloc_core.experiments.retrain", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--set", nargs="*", dest="overrides", metavar="KEY=VALUE", help="profile settings to change")
-    parser.add_argument("--publish", action="store_true", help="copy the trained models into the release folder")
-    parser.add_argument("--overwrite", action="store_true", help="with --publish: replace an existing release")
-    parser.add_argument("--serial", action="store_true", help="one model at a time (default: two processes)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.profile, {**parse_assignments(args.overrides), "weights.source": "train"})
-        for summary in retrain(settings, parallel=not args.serial):
-            print(", ".join(f"{k} {v}" for k, v in summary.items() if k in ("name", "steps", "best_val_loss_mm2", "stopped")))
-        if args.publish:
-            manifest = models.publish_release(settings, overwrite=args.overwrite)
-            print(f"published {len(manifest['models'])} models to {models.release_dir(settings)}")
-            if settings.detector.release:
-                detector_predictions.publish(settings, overwrite=args.overwrite)
-                print(f"published the detector to {detector_predictions.release_dir(settings)}")
-            if settings.pin.release:
-                pin_predictions.publish(settings, overwrite=args.overwrite)
-                print(f"published PIN to {pin_predictions.release_dir(settings)}")
-    except RprlocError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    def published(settings, overwrite):
+        manifest = models.publish_release(settings, overwrite=overwrite)
+        lines = [f"published {len(manifest['models'])} models to {models.release_dir(settings)}"]
+        if settings.detector.release:
+            detector_predictions.publish(settings, overwrite=overwrite)
+            lines.append(f"published the detector to {detector_predictions.release_dir(settings)}")
+        if settings.pin.release:
+            pin_predictions.publish(settings, overwrite=overwrite)
+            lines.append(f"published PIN to {pin_predictions.release_dir(settings)}")
+        return lines
 
+    return training_cli.run(argv, "python -m rprloc_core.experiments.retrain", __doc__, retrain, published)
 
 if __name__ == "__main__":
     sys.exit(main())
