@@ -12,9 +12,9 @@ Networks (`networks`):
 
 PIN works in a frame centred on the body: millimetres from the centre of the case's volume (the
 body's bounding box, from preprocessing). Over the training patients the landmarks spread about
-19, 10 and 13 mm (SD along z, y, x) in that frame, against 38, 10 and 74 mm from the volume's corner
-(the box's width varies between patients, its centre stays near the midline). So a training patient's landmark
-is a plausible start in any other patient: the starts of a query are the landmarks (or, for
+19, 10 and 13 mm (SD along z, y, x) in that frame, against 38, 10 and 74 mm from the volume's
+corner (the box's width varies between patients, its centre stays near the midline). So a training
+patient's landmark is a plausible start in any other patient: the starts of a query are the landmarks (or, for
 PIN-Multiple, the shape parameters) of `pin.n_initialisations` training patients drawn with a
 generator seeded by the query's name; the prediction is the mean of the final states, moved back
 to the case's frame. Like the detector it needs no support: rows carry the support "none".
