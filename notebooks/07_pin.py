@@ -21,7 +21,9 @@
 # and a **displacement** (how far). An update rule turns the answer into a move, repeated from
 # several starts; the prediction is the mean of the final positions:
 #
-# - rule **A**: one voxel in the most probable direction, 350 iterations (classification only);
+# - rule **A**: one voxel in the most probable direction, 350 iterations (classification only;
+#   a walk on the voxel lattice that ends oscillating, so the network's answer for a position
+#   already visited is remembered: same path, a fraction of the network passes);
 # - rule **B**: x += d, 10 iterations (regression only);
 # - rule **C**: x += P_max d, 10 iterations (the move damped by the network's confidence).
 #

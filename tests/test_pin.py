@@ -109,6 +109,24 @@ def test_update_rules_reach_the_fixed_point_of_a_quadratic_field(rule):
     assert np.abs(predicted - target).max() <= (1.0 if rule == "A" else 1e-6)
 
 
+def test_memoised_rule_a_gives_the_same_walk_with_fewer_network_rows():
+    from rprloc_core.pin.update_rules import memoised
+
+    target = np.array([10.3, -4.1, 7.7])
+    initial = target + np.random.default_rng(3).uniform(-30, 30, size=(19, 3))
+    rows = []
+    field = _quadratic_field(target)
+
+    def counted(states):
+        rows.append(len(states))
+        return field(states)
+
+    plain = iterate(field, initial, "A", iterations=350, step=[3.0, 2.0, 2.0], return_path=True)[1]
+    remembered = iterate(memoised(counted), initial, "A", iterations=350, step=[3.0, 2.0, 2.0], return_path=True)[1]
+    np.testing.assert_array_equal(remembered, plain)
+    assert sum(rows) < 350 * 19 / 5            # the oscillation at the end is answered from memory
+
+
 def test_rule_c_is_damped_by_the_confidence():
     target = np.zeros(2)
     final, path = iterate(_quadratic_field(target), np.array([[8.0, 0.0]]), "C", iterations=1, return_path=True)

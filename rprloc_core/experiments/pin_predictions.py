@@ -287,12 +287,14 @@ def run_network(settings, volume, name: str, rule: str, model: ShapeModel, train
     of the states if asked, in PIN's centred frame): one network's update rule from its starts.
     `net`: the network to run instead of the profile's (a test compares an untrained one)."""
     from rprloc_core.pin.training import predictor
-    from rprloc_core.pin.update_rules import iterate
+    from rprloc_core.pin.update_rules import iterate, memoised
 
     centre = volume_centre_mm(volume)
     volume = centred(volume)
     space, config = space_of(settings, name, model), train_config(settings, name)
     predict = predictor(net if net is not None else load_network(settings, name), space, volume, config)
+    if rule == "A":          # a lattice walk: most iterations revisit a state
+        predict = memoised(predict)
     initial = initial_states(settings, query_id, name, model, train_landmarks)
     if networks(settings)[name]["kind"] == "multiple":
         lower, upper, step = -SHAPE_CLIP_SD * model.sd, SHAPE_CLIP_SD * model.sd, model.sd / 10.0
