@@ -17,6 +17,7 @@ from rprloc_core.errors import DataError
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import detector_predictions, models, pin_predictions, weights
+from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 from rprloc_core.rprloc.pnet import PNet
 from rprloc_core.settings import load_settings
@@ -215,7 +216,7 @@ def pin_single_error(validation_cases, untrained: bool = False) -> float:
     for case in validation_cases:
         truth = organ_landmarks_mm(case, HAN_ORGANS)
         for organ, points in truth.items():
-            for point_name, point in zip(("z_min", "z_max", "y_min", "y_max", "x_min", "x_max"), points):
+            for point_name, point in zip(EXTREME_POINT_NAMES, points):
                 name = pin_predictions.network_file_name(f"{organ} {point_name}")
                 net = None
                 if untrained:

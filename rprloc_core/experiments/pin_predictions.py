@@ -14,10 +14,10 @@ PIN works in a frame centred on the body: millimetres from the centre of the cas
 body's bounding box, from preprocessing). Over the training patients the landmarks spread about
 19, 10 and 13 mm (SD along z, y, x) in that frame, against 38, 10 and 74 mm from the volume's
 corner (the box's width varies between patients, its centre stays near the midline). So a training
-patient's landmark is a plausible start in any other patient: the starts of a query are the landmarks (or, for
-PIN-Multiple, the shape parameters) of `pin.n_initialisations` training patients drawn with a
-generator seeded by the query's name; the prediction is the mean of the final states, moved back
-to the case's frame. Like the detector it needs no support: rows carry the support "none".
+patient's landmark is a plausible start in any other patient: the starts of a query are the
+landmarks (or, for PIN-Multiple, the shape parameters) of `pin.n_initialisations` training
+patients drawn with a generator seeded by the query's name; the prediction is the mean of the final
+states, moved back to the case's frame. Like the detector it needs no support: rows carry the support "none".
 """
 
 from __future__ import annotations
@@ -66,8 +66,10 @@ def network_file_name(landmark: str, loss: str = "C+R") -> str:
     return base if loss == "C+R" else f"{base}-loss-{loss}"
 
 
+@lru_cache(maxsize=4)
 def networks(settings) -> dict[str, dict]:
-    """name -> {"kind": "single" | "multiple", "landmark": its name or None, "loss": ...}."""
+    """name -> {"kind": "single" | "multiple", "landmark": its name or None, "loss": ...} (built once
+    per profile and asked for on every network call: read it, do not change it)."""
     out = {network_file_name(m): {"kind": "single", "landmark": m, "loss": "C+R"} for m in landmark_names()}
     landmark = settings.pin.variants_landmark
     if landmark not in landmark_names():
@@ -232,8 +234,8 @@ def released_shape_model(settings) -> ShapeModel:
 
 def training_landmarks(settings) -> np.ndarray:
     """The training patients' landmarks (N, 24, 3), mm in PIN's centred frame, where every query's
-    starts come from: kept in
-    the release (so inference needs no training scan), else read from the training patients."""
+    starts come from: kept in the release (so inference needs no training scan), else read from the
+    training patients."""
     saved = _release_payload(settings) if models.uses_release(settings) else {}
     if "train_landmarks_mm" in saved:
         return np.asarray(saved["train_landmarks_mm"], dtype=float)
@@ -447,8 +449,7 @@ def score_boxes(settings, queries) -> pd.DataFrame:
             run = store.read(NO_SUPPORT, query_id)
             case = dataset.load_case(settings, query_id)
             keep = np.array([organ in case.labels for organ in run.organ_of_point])
-            organs = [o for o in dict.fromkeys(run.organ_of_point) if o in case.labels]
-            if organs:
+            if keep.any():
                 rows += score_points(settings, query_id, list(np.asarray(run.organ_of_point)[keep]),
                                      run["points_mm"][keep], method=label, strategy="extreme", support=NO_SUPPORT,
                                      time_s=float(run["wall_s"]) / len(HAN_ORGANS))
@@ -499,6 +500,7 @@ def main(argv=None) -> int:
         return [f"published PIN to {release_dir(settings)}"]
 
     return training_cli.run(argv, "python -m rprloc_core.experiments.pin_predictions", __doc__, train, published)
+
 
 if __name__ == "__main__":
     sys.exit(main())

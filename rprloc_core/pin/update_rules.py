@@ -79,6 +79,7 @@ def memoised(predict: Predictor, decimals: int = 6) -> Predictor:
     seen: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def predict_new(states: np.ndarray):
+        # rounded, and + 0.0 so that -0.0 and 0.0 are one key
         keys = [row.tobytes() for row in np.round(np.asarray(states, dtype=float), decimals) + 0.0]
         new = [i for i, key in enumerate(keys) if key not in seen]
         unique_new = list({keys[i]: i for i in new}.values())
