@@ -64,6 +64,10 @@ class SweepSettings:
     fine_r_mm: tuple = ()
     steps: int | None = None              # None: the main model's steps
     time_limit_s: float | None = None
+    volumes_per_step: int | None = None   # None: the main model's (a smaller batch keeps the
+    patches_per_volume: int | None = None # brief warm-started runs cheap on a CPU)
+    lr_decay_every: int | None = None
+    val_every: int | None = None
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,26 @@ def test_fine_offsets_stay_within_range():
         draw_training_groups(vols, 2, 4, "fine", np.random.default_rng(0))
 
 
+def test_coarse_local_groups_mix_short_and_whole_volume_offsets():
+    vols = [phantom(seed=s) for s in range(3)]
+    local_range = (2, 3, 3)
+    groups = draw_training_groups(vols, 400, 6, "coarse", np.random.default_rng(3),
+                                  local_fraction=0.5, local_range_vox=local_range)
+    spread = np.abs(pair_offsets_mm(groups.centres, (1, 1, 1))).max(axis=(1, 2))    # (G, 3) per group
+    local = np.all(spread <= np.asarray(local_range), axis=1)
+    assert 0.4 < local.mean() < 0.65          # half local, plus the odd whole-volume group that is compact
+    assert spread[~local].max() > 3 * max(local_range)
+    for v, cs in zip(groups.volume_index, groups.centres):
+        assert np.all(vols[v].array[tuple(cs.T)] > 0)
+    # without local groups the random stream is the one it always was
+    plain = draw_training_groups(vols, 4, 6, "coarse", np.random.default_rng(3))
+    same = draw_training_groups(vols, 4, 6, "coarse", np.random.default_rng(3), local_fraction=0.0)
+    assert np.array_equal(plain.centres, same.centres)
+    with pytest.raises(ValueError, match="local_fraction"):
+        draw_training_groups(vols, 2, 4, "fine", np.random.default_rng(0), fine_range_vox=(2, 2, 2),
+                             local_fraction=0.5, local_range_vox=(2, 2, 2))
+
+
 def test_fine_centres_near_air_boundary():
     array = np.zeros((10, 10, 10), np.float32)
     array[0, 0, 0] = 1.0                                 # a single non-air voxel: always that one

@@ -94,3 +94,14 @@ def test_volumes_must_share_spacing_and_fit_the_patch(volumes, tmp_path):
         train_pnet(small_config(), train + [odd], val, tmp_path, progress=False)
     with pytest.raises(ValueError, match="smaller than the patch"):
         train_pnet(small_config(patch_size=(32, 8, 8)), train, val, tmp_path, progress=False)
+
+
+def test_grid_patches_kept_on_the_device_cut_the_same_patches():
+    from rprloc_core.rprloc.sampling import draw_training_groups
+    from rprloc_core.rprloc.training import GridPatches
+    vols = [phantom(seed=s) for s in range(3)]
+    groups = draw_training_groups(vols, 5, 4, "coarse", np.random.default_rng(0))
+    kept = GridPatches(vols, (6, 8, 8), "cpu", keep_on_device=True)
+    each_time = GridPatches(vols, (6, 8, 8), "cpu")
+    assert torch.equal(kept(groups), each_time(groups)) and torch.equal(kept(groups), each_time(groups))
+    assert len(kept._cutters) == len(set(groups.volume_index)) and not each_time._cutters

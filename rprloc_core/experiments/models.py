@@ -11,6 +11,7 @@ train briefly (enough for the r widget of notebook 03, not for the tables).
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -26,6 +27,9 @@ from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 from rprloc_core.rprloc.training import load_history, train_pnet
 
 MAIN_MODELS = ("coarse", "fine")
+# Optional, next to a model trained elsewhere (e.g. on a lent GPU): where and with what it was
+# trained, and how its run ended; copied into the release manifest.
+PROVENANCE = "provenance.json"
 AUTOENCODER = "autoencoder"
 
 
@@ -67,10 +71,12 @@ def train_configs(settings) -> dict[str, TrainConfig]:
         for r in values:
             if float(r) == float(main.r_mm):
                 continue
+            batch = {k: getattr(sweep, k) for k in ("volumes_per_step", "patches_per_volume", "lr_decay_every",
+                                                    "val_every") if getattr(sweep, k) is not None}
             configs[f"{name}_r{int(r)}"] = replace(
                 main, r_mm=float(r), steps=int(sweep.steps if sweep.steps is not None else main.steps),
                 time_limit_s=sweep.time_limit_s if sweep.time_limit_s is not None else main.time_limit_s,
-                init_from=str(models_dir(settings) / name / "best.pt"))
+                init_from=str(models_dir(settings) / name / "best.pt"), **batch)
     return configs
 
 
@@ -88,8 +94,8 @@ def train_one(settings, name: str, progress: bool = False) -> dict:
     """Train (or resume, or skip if finished) one model of a profile. Reads intensity volumes
     only: no label file is opened (see dataset.unlabelled_volumes)."""
     config = train_configs(settings)[name]
-    train = dataset.unlabelled_volumes(settings, "train", progress=progress)
-    val = dataset.unlabelled_volumes(settings, "validation", progress=progress)
+    train = dataset.unlabelled_volumes(settings, "train", progress=progress)[:config.train_volumes]
+    val = dataset.unlabelled_volumes(settings, "validation", progress=progress)[:config.val_volumes]
     summary = train_pnet(config, train, val, models_dir(settings) / name, progress=progress)
     return {"name": name, **summary}
 
@@ -154,10 +160,12 @@ def publish_release(settings, overwrite: bool = False) -> dict:
             extra["train_config"] = {**extra.get("train_config", {}), "init_from": init_from}
             path = Path(tempfile.mkdtemp()) / "best.pt"
             torch_save({**payload, "extra": extra}, path)
+        provenance = models_dir(settings) / name / PROVENANCE
         entries[name] = {"source": path, "kind": "pnet", "architecture": payload["config"],
                          "training": {k: v for k, v in config.to_dict().items() if k != "init_from"}
                          | {"init_from": init_from},
                          "summary": summary,
+                         **({"provenance": json.loads(provenance.read_text())} if provenance.is_file() else {}),
                          "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
     checkpoint = trained_file(settings, AUTOENCODER)
     if checkpoint.is_file():

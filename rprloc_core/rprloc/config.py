@@ -24,6 +24,10 @@ class TrainConfig:
     r_mm: float | tuple = 300.0               # scalar or per-axis (z, y, x)
     downsample: int | tuple = 1               # of the base grid, e.g. 2: 3x2x2 mm -> 6x4x4 mm
     fine_range_vox: tuple | None = None       # fine mode: largest pairwise offset per axis, voxels
+    local_fraction: float = 0.0               # coarse mode: share of groups drawn locally ...
+    local_range_vox: tuple | None = None      # ... with pairwise offsets up to this, voxels per axis
+    train_volumes: int | None = None          # use only the split's first n volumes (None: all) ...
+    val_volumes: int | None = None            # ... e.g. what fitted the GPU machine's transfer limit
     volumes_per_step: int = 4
     patches_per_volume: int = 8
     steps: int = 1000

@@ -12,6 +12,10 @@ Modes:
 - "coarse": centres uniform over the non-air voxels of the whole volume.
 - "fine": an anchor non-air voxel, then n non-air centres within anchor +- floor(range / 2) voxels
   per axis, so every pairwise offset is at most `fine_range_vox` voxels per axis.
+- "coarse" with `local_fraction` > 0: that share of the groups is drawn like "fine" groups with
+  `local_range_vox`, the rest over the whole volume. Uniform pairs are mostly far apart (a head-and-
+  neck scan is long along z), so a coarse model sees few of the short offsets its second step and
+  the fine stage's start depend on; local groups put some of the training there.
 """
 
 from __future__ import annotations
@@ -81,17 +85,30 @@ def draw_centres(array: np.ndarray, n: int, mode: str, rng: np.random.Generator,
 
 
 def draw_training_groups(volumes: Sequence, volumes_per_step: int, patches_per_volume: int, mode: str,
-                         rng: np.random.Generator, fine_range_vox=None) -> PatchGroups:
+                         rng: np.random.Generator, fine_range_vox=None, local_fraction: float = 0.0,
+                         local_range_vox=None) -> PatchGroups:
     """One training step's groups: `volumes_per_step` volumes (without replacement when there are
-    enough), `patches_per_volume` centres in each. `volumes` are Volumes or (z, y, x) arrays."""
+    enough), `patches_per_volume` centres in each. `volumes` are Volumes or (z, y, x) arrays.
+    Coarse mode: each group is local (within `local_range_vox`) with probability `local_fraction`."""
     _check_mode(mode, fine_range_vox)
+    if not 0.0 <= local_fraction <= 1.0:
+        raise ValueError(f"local_fraction must be in [0, 1], got {local_fraction}")
+    if local_fraction > 0 and (mode != "coarse" or local_range_vox is None):
+        raise ValueError("local_fraction needs mode 'coarse' and local_range_vox")
     if len(volumes) == 0:
         raise ValueError("no training volumes")
     if patches_per_volume < 2:
         raise ValueError(f"patches_per_volume must be >= 2 to form pairs, got {patches_per_volume}")
     chosen = rng.choice(len(volumes), size=volumes_per_step, replace=len(volumes) < volumes_per_step)
-    centres = np.stack([draw_centres(_array(volumes[v]), patches_per_volume, mode, rng, fine_range_vox)
-                        for v in chosen])
+    if local_fraction > 0:
+        # Drawn only when asked, so that runs without local groups keep their random stream.
+        local = rng.random(volumes_per_step) < local_fraction
+        centres = np.stack([draw_fine_centres(_array(volumes[v]), patches_per_volume, local_range_vox, rng) if is_local
+                            else draw_coarse_centres(_array(volumes[v]), patches_per_volume, rng)
+                            for v, is_local in zip(chosen, local)])
+    else:
+        centres = np.stack([draw_centres(_array(volumes[v]), patches_per_volume, mode, rng, fine_range_vox)
+                            for v in chosen])
     return PatchGroups(np.asarray(chosen, dtype=np.int64), centres)
 
 
