@@ -136,7 +136,7 @@ def table2_chart(table2):
     order = [label for label in STAGE_LABELS.values() if label in set(table2.method)]
     mean = table2[table2.organ == "Mean"].set_index("method").loc[order]
     x = np.arange(len(order))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))      # IoU and AWD each on its own scale
     for ax, metric, label in ((axes[0], "iou_pct", "IoU (%)"), (axes[1], "awd_mm", "AWD (mm)")):
         ax.bar(x - 0.2, mean[metric], 0.4, yerr=mean[f"{metric}_sd_over_supports"],
                label="this reproduction (mean ± SD over supports)")

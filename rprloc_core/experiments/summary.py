@@ -162,7 +162,7 @@ def claims_table(results: Path, methods: pd.DataFrame | None = None) -> pd.DataF
                                                                                           method="Mc + Mf")
         awd = _mean(t2, "awd_mm", method=STAGE_LABELS["fine"])
         claim("Mc + Mf localises head-and-neck organs at 55 % IoU, 6 mm AWD", f"{paper_iou:.1f} %, {paper_awd:.2f} mm",
-              f"{fine:.1f} %, {awd:.1f} mm (other data, smaller CPU-trained models)",
+              f"{fine:.1f} %, {awd:.1f} mm (other data, smaller and shorter-trained models)",
               _verdict(fine >= paper_iou - 5 and awd <= paper_awd + 1),
               "table2_multistep")
     default = RPRLOC_LABEL + " default schedule"
