@@ -26,9 +26,10 @@ SETTINGS = load_settings("demo")
 RELEASE = models.release_dir(SETTINGS)
 # Mean IoU (%) of Mc + Mf, K = 15, support = the first validation patient with all four organs,
 # queries = the next three validation patients (the first four of the split), all four organs.
-# The released demo models reach 30.1 % here, untrained models of the same architecture 1.9 %.
-# Raise the floor with the weights (the paper-level target is 55 % on the test queries).
-IOU_FLOOR_PCT = 20.0
+# The released models (GPU-trained, width 16) reach 33.3 % here; the first demo release (CPU,
+# width 8, the release before 2026-11-26) 30.1 %, untrained models 1.9 %: the floor fails both.
+# Raise it with the weights (the paper-level target is 55 % on the test queries).
+IOU_FLOOR_PCT = 31.5
 
 
 def test_manifest_hashes_and_files():
@@ -126,8 +127,9 @@ def self_localisation_errors(coarse, fine, validation_cases) -> np.ndarray:
 
 
 # Self-localisation bound (mm, per axis z, y, x) for the released models on the first four
-# validation patients; they measure (20.4, 11.9, 6.5); untrained models exceed it (checked below).
-SELF_LOCALISATION_BOUND_MM = np.array([30.0, 15.0, 15.0])
+# validation patients; they measure (11.2, 5.7, 4.0); the first demo release measured (20.4, 11.9,
+# 6.5) and fails it on every axis, as do untrained models (checked below).
+SELF_LOCALISATION_BOUND_MM = np.array([15.0, 8.0, 6.0])
 
 
 @pytest.mark.realdata
