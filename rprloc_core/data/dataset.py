@@ -129,7 +129,8 @@ def load_volume(settings, case_id: str) -> Volume:
         return Volume(intensity_map(data["hu"]), np.asarray(info["spacing_zyx"], float))
 
 
-def unlabelled_volumes(settings, split: str, progress: bool = True) -> list:
-    """All intensity volumes of a split, without their labels (training and Pnet validation)."""
-    ids = case_ids(settings, split)
+def unlabelled_volumes(settings, split: str, progress: bool = True, limit: int | None = None) -> list:
+    """The intensity volumes of a split (its first `limit` cases; all with None), without their
+    labels (training and Pnet validation)."""
+    ids = case_ids(settings, split)[:limit]
     return [load_volume(settings, c) for c in tqdm(ids, desc=f"loading {split} volumes", disable=not progress)]

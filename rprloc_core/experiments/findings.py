@@ -67,6 +67,8 @@ def training_evidence(settings, table2_per_query: pd.DataFrame, training_table: 
     errors = table2_per_query.groupby("method", sort=False).point_error_mm.mean()
     coarse_mse, fine_mse = trained.loc["coarse", "best_val_loss_mm2"], trained.loc["fine", "best_val_loss_mm2"]
     fine_gain = errors.get(STAGE_LABELS["coarse2"], np.nan) - errors.get(STAGE_LABELS["fine"], np.nan)
+    verdict = ("a real gain" if fine_gain >= 1.0
+               else "little gain: its error is about the size of the residual it is meant to remove")
     fine = models.train_configs(settings)["fine"]
     fine_range_mm = np.round(np.asarray(fine.fine_range_vox) * np.asarray(settings.preprocess.spacing_zyx)
                              * fine.downsample).tolist()
@@ -79,7 +81,7 @@ def training_evidence(settings, table2_per_query: pd.DataFrame, training_table: 
         + ", ".join(f"{m} {e:.1f} mm" for m, e in errors.items()) + ".\n"
         f"- Fine model: validation MSE {fine_mse:.0f} mm^2 (RMS {np.sqrt(fine_mse):.1f} mm per axis) on offsets of "
         f"up to {fine_range_mm} mm; Mc + Mf's points are {fine_gain:.1f} mm closer than two Mc steps' "
-        f"({'a real gain' if fine_gain >= 1.0 else 'little gain: its error is about the size of the residual it is meant to remove'}).\n"
+        f"({verdict}).\n"
         f"- What would close the gap: the same code trained longer (raise `steps` in the profile; training resumes "
         f"from its checkpoint) or on a GPU with the `paper` profile (b = 16, 16 x 64 x 64 patches, 3 x 1 x 1 mm).")
 

@@ -94,8 +94,8 @@ def train_one(settings, name: str, progress: bool = False) -> dict:
     """Train (or resume, or skip if finished) one model of a profile. Reads intensity volumes
     only: no label file is opened (see dataset.unlabelled_volumes)."""
     config = train_configs(settings)[name]
-    train = dataset.unlabelled_volumes(settings, "train", progress=progress)[:config.train_volumes]
-    val = dataset.unlabelled_volumes(settings, "validation", progress=progress)[:config.val_volumes]
+    train = dataset.unlabelled_volumes(settings, "train", progress=progress, limit=config.train_volumes)
+    val = dataset.unlabelled_volumes(settings, "validation", progress=progress, limit=config.val_volumes)
     summary = train_pnet(config, train, val, models_dir(settings) / name, progress=progress)
     return {"name": name, **summary}
 
