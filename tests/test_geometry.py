@@ -58,3 +58,12 @@ def test_one_voxel_organ():
 def test_empty_mask_is_a_clear_error():
     with pytest.raises(EmptyMaskError, match="Brainstem.*empty"):
         extreme_points(np.zeros((3, 3, 3)), name="Brainstem")
+
+
+def test_extreme_point_axis_and_volume_centre():
+    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_point_axis
+    from rprloc_core.geometry.volume import Volume
+
+    assert [extreme_point_axis(n) for n in EXTREME_POINT_NAMES] == [0, 0, 1, 1, 2, 2]
+    volume = Volume(np.zeros((4, 5, 6), np.float32), np.array([3.0, 2.0, 2.0]), np.array([10.0, 0.0, -4.0]))
+    np.testing.assert_allclose(volume.centre_mm(), [10.0 + 1.5 * 3, 4.0, -4.0 + 2.5 * 2])

@@ -228,5 +228,6 @@ def main(argv=None) -> int:
                             lambda settings, parallel: [{"name": NAME, **train(settings)}], published,
                             parallel_option=False)
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -598,7 +598,7 @@ def pin_convergence(settings, queries, landmark: str | None = None, rule: str = 
     train_landmarks = pin_predictions.training_landmarks(settings)
     predicted, path = pin_predictions.run_network(settings, query.volume, pin_predictions.network_file_name(landmark),
                                                   rule, model, train_landmarks, query_id, return_path=True)
-    path = path + pin_predictions.volume_centre_mm(query.volume)      # PIN's centred frame -> the case's
+    path = path + query.volume.centre_mm()      # PIN's centred frame -> the case's
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
     organ = landmark.split()[0]
     orthogonal_views(axes, query.hu, query.spacing, query.mm_to_idx(truth_mm),

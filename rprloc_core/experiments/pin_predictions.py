@@ -41,7 +41,7 @@ from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments import models, training_cli, weights
-from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
+from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_point_axis
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import PINTrainConfig
 from rprloc_core.pin.shape_model import ShapeModel, fit_shape_model
@@ -88,15 +88,9 @@ def train_config(settings, name: str) -> PINTrainConfig:
 
 # ------------------------------------------------------------------------------------ material
 
-def volume_centre_mm(volume: Volume) -> np.ndarray:
-    """The centre (3,) of a volume's voxel extent, in its own mm frame."""
-    low, high = volume.extent_mm()
-    return (low + high) / 2.0
-
-
 def centred(volume: Volume) -> Volume:
     """The same voxels in PIN's frame: mm from the volume's centre (no copy of the array)."""
-    return Volume(volume.array, volume.spacing, volume.origin_mm - volume_centre_mm(volume))
+    return Volume(volume.array, volume.spacing, volume.origin_mm - volume.centre_mm())
 
 
 def _case_material(settings, case_id: str):
@@ -108,7 +102,7 @@ def _case_material(settings, case_id: str):
     if not all(organ in case.labels for organ in HAN_ORGANS):
         return None
     points = organ_landmarks_mm(case, HAN_ORGANS, "extreme")
-    return centred(case.volume), np.concatenate([points[o] for o in HAN_ORGANS]) - volume_centre_mm(case.volume)
+    return centred(case.volume), np.concatenate([points[o] for o in HAN_ORGANS]) - case.volume.centre_mm()
 
 
 @lru_cache(maxsize=2)
@@ -291,7 +285,7 @@ def run_network(settings, volume, name: str, rule: str, model: ShapeModel, train
     from rprloc_core.pin.training import predictor
     from rprloc_core.pin.update_rules import iterate, memoised
 
-    centre = volume_centre_mm(volume)
+    centre = volume.centre_mm()
     volume = centred(volume)
     space, config = space_of(settings, name, model), train_config(settings, name)
     predict = predictor(net if net is not None else load_network(settings, name), space, volume, config)
@@ -368,14 +362,10 @@ def true_landmarks(settings, query_id: str) -> dict[str, np.ndarray]:
     return {f"{organ} {p}": points[organ][i] for organ in points for i, p in enumerate(EXTREME_POINT_NAMES)}
 
 
-def face_axis(landmark: str) -> int:
-    """The axis (0 z, 1 y, 2 x) along which an extreme point bounds its organ's box."""
-    return EXTREME_POINT_NAMES.index(landmark.split()[1]) // 2
-
-
 def _error(point, truth, landmark) -> dict:
-    return {"error_mm": float(np.linalg.norm(point - truth)),
-            "axis_error_mm": float(abs(point[face_axis(landmark)] - truth[face_axis(landmark)]))}
+    """Euclidean error, and the error along the axis the point bounds the box on ("Mandible z_min")."""
+    axis = extreme_point_axis(landmark.split()[1])
+    return {"error_mm": float(np.linalg.norm(point - truth)), "axis_error_mm": float(abs(point[axis] - truth[axis]))}
 
 
 def landmark_errors(settings, queries) -> pd.DataFrame:

@@ -44,5 +44,6 @@ def main(argv=None) -> int:
 
     return training_cli.run(argv, "python -m rprloc_core.experiments.retrain", __doc__, retrain, published)
 
+
 if __name__ == "__main__":
     sys.exit(main())

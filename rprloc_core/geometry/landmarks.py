@@ -12,6 +12,11 @@ EXTREME_POINT_NAMES = ("z_min", "z_max", "y_min", "y_max", "x_min", "x_max")
 STRATEGIES = ("extreme", "diagonal")
 
 
+def extreme_point_axis(point_name: str) -> int:
+    """The axis (0 z, 1 y, 2 x) along which an extreme point ("z_min", ...) bounds its organ's box."""
+    return EXTREME_POINT_NAMES.index(point_name) // 2
+
+
 def extreme_points(mask: np.ndarray, rule: str = "median", name: str | None = None) -> np.ndarray:
     """The six extreme points (6, 3), in EXTREME_POINT_NAMES order, as voxel indices.
 

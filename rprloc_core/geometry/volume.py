@@ -38,6 +38,11 @@ class Volume:
         """mm positions of the first and last voxel centres."""
         return self.idx_to_mm(np.zeros(3)), self.idx_to_mm(np.asarray(self.shape) - 1)
 
+    def centre_mm(self) -> np.ndarray:
+        """mm position (3,) of the middle of the voxel extent."""
+        low, high = self.extent_mm()
+        return (low + high) / 2.0
+
     def downsample(self, factor) -> "Volume":
         """Average-pool by an integer factor per axis. A coarse voxel j covers fine voxels
         factor*j .. factor*j + factor - 1, so its centre sits (factor - 1) / 2 fine voxels in."""
