@@ -7,10 +7,9 @@ loads the models, warms up, then times `--repeats` calls and reports the median,
 grids, support embeddings, patch cutting, networks, averaging).
 
 - engine "this": `rprloc_core.rprloc.inference.localize` as it is.
-- engine "previous": the same call with the previous engine's two settings that cost time: torch's
-  InstanceNorm3d instead of the group-norm form, and 64-patch batches. (Embedding each distinct
-  patch once is kept: it only matters for shared starts and collapsed runs, which the previous
-  engine did not have.)
+- engine "previous": the same call with the previous release's settings: torch's own Conv3d and
+  MaxPool3d kernels (instead of `pnet.Conv3d`'s always-oneDNN convolution and `pnet.MaxPool`'s
+  pairwise maximum) and 16-patch batches for both models (instead of `default_batch_size`).
 - engine "naive": `localize_naive`, one network call per patch, one thread.
 
 With the profile's models and data (release weights, prepared OpenKBP) it uses the first support and
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rprloc_core.experiments.schedules import Schedule, default_schedule  # noqa: E402
+from rprloc_core.rprloc.inference import default_batch_size  # noqa: E402
 
 DEMO_SHAPE, DEMO_SPACING = (107, 125, 150), (3.0, 2.0, 2.0)
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid")
@@ -156,23 +156,50 @@ def flops_per_patch(model) -> float:
     return total[0]
 
 
-def with_previous_norm(model):
-    """A copy of the model with torch's InstanceNorm3d (the previous engine's) in place of the
-    group-norm form: the same weights and numbers, the previous speed."""
+def with_previous_kernels(model):
+    """A copy of the model with torch's Conv3d and MaxPool3d (the previous engine's) in place of the
+    project's fast eval-mode forms: the same weights and numbers, the previous speed."""
     import copy
 
     import torch
 
-    from rprloc_core.rprloc.pnet import InstanceNorm
+    from rprloc_core.rprloc.pnet import Conv3d, MaxPool
 
     old = copy.deepcopy(model)
     for parent in old.modules():
         for name, child in parent.named_children():
-            if isinstance(child, InstanceNorm):
-                replacement = torch.nn.InstanceNorm3d(child.num_features, eps=child.eps, affine=True)
+            if isinstance(child, Conv3d):
+                replacement = torch.nn.Conv3d(child.in_channels, child.out_channels, child.kernel_size,
+                                              padding=child.padding)
                 replacement.load_state_dict(child.state_dict())
                 setattr(parent, name, replacement)
+            elif isinstance(child, MaxPool):
+                setattr(parent, name, torch.nn.MaxPool3d(child.kernel_size, child.stride))
     return old.eval()
+
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+def batch_sweep(task: dict, models: dict) -> dict:
+    """ms per patch of each model at each batch size (this engine's kernels), the best of
+    `rounds` interleaved rounds, so that a slow moment of the machine hits every batch size alike."""
+    import torch
+
+    out = {}
+    with torch.inference_mode():
+        for role, model in models.items():
+            n = max(BATCH_SIZES)
+            x = torch.randn((n, 1, *model.patch_size), generator=torch.Generator().manual_seed(0))
+            best = dict.fromkeys(BATCH_SIZES, float("inf"))
+            for _ in range(task["rounds"]):
+                for bs in BATCH_SIZES:
+                    t0 = time.perf_counter()
+                    for s in range(0, n, bs):
+                        model(x[s:s + bs])
+                    best[bs] = min(best[bs], time.perf_counter() - t0)
+            out[role] = {str(bs): 1000 * t / n for bs, t in best.items()}
+    return out
 
 
 def _rss_mb() -> float:
@@ -193,13 +220,15 @@ def measure(task: dict) -> dict:
     n_organs = len(set(organs))
     if task["kind"] == "template":
         return _measure_template(task, inputs, n_organs)
+    if task["kind"] == "batch_sweep":
+        return batch_sweep(task, inputs["models"])
 
     from rprloc_core.rprloc.inference import encode_supports, localize, localize_naive
 
     schedule = Schedule(tuple(task["steps"]), task["starts"], task["ensemble"], task["pool_factor"])
-    batch_size = 16
+    batch_size = None                                   # each model's default_batch_size
     if task["engine"] == "previous":
-        coarse, fine, batch_size = with_previous_norm(coarse), with_previous_norm(fine), 64
+        coarse, fine, batch_size = with_previous_kernels(coarse), with_previous_kernels(fine), 16
     flops = {"coarse": flops_per_patch(coarse), "fine": flops_per_patch(fine)}   # before the counting hooks
     patches = {"coarse": 0, "fine": 0}
     for role, model in (("coarse", coarse), ("fine", fine)):
@@ -302,13 +331,14 @@ def accuracy_table(profile: str) -> dict:
 
 
 def markdown(report: dict) -> str:
-    rows = ["| schedule | 1 thread s/organ | 2 threads s/organ | x previous (1 thr) | x naive (1 thr) | "
+    rows = ["| schedule | 1 thread s/organ | 2 threads s/organ | x previous (1 / 2 thr) | x naive (1 thr) | "
             "GFLOP/organ | GFLOP/s (1 thr) | peak RSS MB | val. IoU % | val. AWD mm |", "|" + "---|" * 10]
     for label, entry in report["schedules"].items():
         one, two = entry["this"]["1"], entry["this"]["2"]
         acc = entry.get("validation_accuracy", {})
         rows.append(f"| {label}{' (default)' if label == report['default_schedule'] else ''} | {one['per_organ_s']:.3f} | "
-                    f"{two['per_organ_s']:.3f} | {entry['speedup_over_previous_1_thread']:.1f} | "
+                    f"{two['per_organ_s']:.3f} | {entry['speedup_over_previous_1_thread']:.1f} / "
+                    f"{entry['previous']['2']['per_organ_s'] / two['per_organ_s']:.1f} | "
                     f"{entry.get('speedup_over_naive_1_thread', float('nan')):.1f} | {one['gflop_per_organ']:.2f} | "
                     f"{one['achieved_gflop_per_s']:.0f} | {one['peak_rss_mb']:.0f} | "
                     f"{acc.get('iou_pct', float('nan')):.1f} | {acc.get('awd_mm', float('nan')):.1f} |")
@@ -318,6 +348,23 @@ def markdown(report: dict) -> str:
         f"{m} {v['1']['per_organ_s']:.2f} / {v['2']['per_organ_s']:.2f}" for m, v in tm.items()))
     rows.append(f"Default schedule vs fastest template matching ({report['fastest_template_matching']}): "
                 f"{report['default_vs_fastest_template_matching_2_threads']:.0f}x faster on 2 threads.")
+    default = report["schedules"][report["default_schedule"]]
+    reused = default.get("this, support embeddings reused")
+    if reused:
+        rows.append(f"Default schedule with the support's embeddings computed once and reused (a series of queries, "
+                    f"the widget): {reused['1']['per_organ_s']:.3f} / {reused['2']['per_organ_s']:.3f} s/organ "
+                    "on 1 / 2 threads.")
+    rows.append("")
+    rows.append("Batch size (patches per network call), ms per patch, best of 5 interleaved rounds "
+                f"(the engine's default: {report['default_batch_size']}):")
+    rows.append("")
+    sizes = list(next(iter(report["batch_sweep_ms_per_patch"]["1"].values())))
+    rows.append("| model | threads | " + " | ".join(sizes) + " |")
+    rows.append("|---|---|" + "---|" * len(sizes))
+    for t, models in report["batch_sweep_ms_per_patch"].items():
+        for role, ms in models.items():
+            rows.append(f"| {role} | {t} | " + " | ".join(f"{ms[b]:.1f}" for b in sizes) + " |")
+    rows.append("")
     if report.get("cli"):
         rows.append(f"`rprloc localize` end to end, {report['cli']['organs']} organs: {report['cli']['wall_s']:.2f} s.")
     return "\n".join(rows) + "\n"
@@ -371,6 +418,11 @@ def main(argv=None) -> dict:
     for label, acc in accuracy_table(args.profile).items():
         if label in schedules:
             schedules[label]["validation_accuracy"] = acc
+    sweep = {str(t): run_child({**base, "kind": "batch_sweep", "threads": t, "rounds": 5}) for t in (1, 2)}
+    for t, models in sweep.items():
+        for role, ms in models.items():
+            print(f"batch sweep {t} thr {role:6s} ms/patch " + "  ".join(f"{bs}: {v:.1f}" for bs, v in ms.items()),
+                  flush=True)
     template = {m: {str(t): run_child({**base, "kind": "template", "method": m, "threads": t}) for t in (1, 2)}
                 for m in args.template_methods}
     for m, v in template.items():
@@ -390,7 +442,9 @@ def main(argv=None) -> dict:
         "query": {"shape": list(inputs["query"].shape), "spacing_mm": list(inputs["query"].spacing), "kind": inputs["kind"]},
         "k": args.k, "organs": len(set(inputs["organs"])), "points": len(inputs["points"]),
         "default_schedule": default.label, "schedules": schedules, "template_matching": template,
-        "fastest_template_matching": fastest,
+        "fastest_template_matching": fastest, "batch_sweep_ms_per_patch": sweep,
+        "default_batch_size": {role: default_batch_size(model.patch_size, "cpu")
+                               for role, model in inputs["models"].items()},
         "default_vs_fastest_template_matching_2_threads":
             template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],
         "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(),

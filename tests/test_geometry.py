@@ -67,3 +67,16 @@ def test_extreme_point_axis_and_volume_centre():
     assert [extreme_point_axis(n) for n in EXTREME_POINT_NAMES] == [0, 0, 1, 1, 2, 2]
     volume = Volume(np.zeros((4, 5, 6), np.float32), np.array([3.0, 2.0, 2.0]), np.array([10.0, 0.0, -4.0]))
     np.testing.assert_allclose(volume.centre_mm(), [10.0 + 1.5 * 3, 4.0, -4.0 + 2.5 * 2])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bounding_box_equals_the_box_of_the_voxel_list(seed):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((7, 9, 11)) > 0.97 + 0.005 * seed
+    if not mask.any():
+        mask[3, 4, 5] = True
+    voxels = np.argwhere(mask)
+    box = bounding_box(mask.astype(np.uint8) * 3)                  # any non-zero value is inside
+    assert np.array_equal(box.lo, voxels.min(axis=0)) and np.array_equal(box.hi, voxels.max(axis=0))
+    with pytest.raises(EmptyMaskError):
+        bounding_box(np.zeros((2, 3, 4)))

@@ -123,3 +123,35 @@ def test_instance_norm_fast_path_equals_torch_instance_norm():
     assert torch.allclose(fast(x), reference(x), atol=1e-5)
     fast.train(), reference.train()                                      # training: torch's own, bit for bit
     assert torch.equal(fast(x), reference(x))
+
+
+@pytest.mark.parametrize("kernel", [(1, 3, 3), (3, 1, 1), (1, 1, 1)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_conv_fast_path_equals_torch_conv(kernel, batch):
+    from rprloc_core.rprloc.pnet import Conv3d
+
+    torch.manual_seed(0)
+    fast = Conv3d(4, 6, kernel, padding=tuple(k // 2 for k in kernel))
+    reference = nn.Conv3d(4, 6, kernel, padding=tuple(k // 2 for k in kernel))
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(batch, 4, 5, 7, 9)
+    fast.eval(), reference.eval()
+    with torch.no_grad():
+        assert torch.allclose(fast(x), reference(x), atol=1e-5)
+    fast.train()                                                         # training: torch's own, with gradients
+    out = fast(x.requires_grad_())
+    out.sum().backward()
+    assert fast.weight.grad is not None and x.grad is not None
+
+
+@pytest.mark.parametrize("kernel", [(2, 2, 2), (1, 2, 2), (2, 1, 1), (1, 1, 1)])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 8, 8), (1, 2, 5, 7, 9)])
+def test_max_pool_fast_path_equals_torch_max_pool(kernel, shape):
+    from rprloc_core.rprloc.pnet import MaxPool
+
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    pool = MaxPool(kernel).eval()
+    assert torch.equal(pool(x), nn.functional.max_pool3d(x, kernel, kernel))     # odd sizes floor, as torch
+    with pytest.raises(ValueError, match="1 or 2"):
+        MaxPool((3, 2, 2))

@@ -21,7 +21,8 @@ import SimpleITK as sitk
 from tqdm.auto import tqdm
 
 from rprloc_core.data import cases
-from rprloc_core.errors import DataError
+from rprloc_core.errors import DataError, EmptyMaskError
+from rprloc_core.geometry.boxes import bounding_box
 from rprloc_core.geometry.space import shape_zyx, spacing_zyx, zyx_to_xyz
 from rprloc_core.geometry.volume import Volume
 
@@ -55,10 +56,11 @@ def orient_lps(image: sitk.Image) -> sitk.Image:
 
 def air_crop_box(hu: np.ndarray, threshold_hu: float = -600.0, where: str | None = None):
     """Inclusive voxel box (lo, hi) of the voxels above the air threshold."""
-    inside = np.argwhere(hu > threshold_hu)
-    if len(inside) == 0:
-        raise DataError(where, f"no voxel above {threshold_hu} HU: is this a CT in HU?")
-    return inside.min(axis=0), inside.max(axis=0)
+    try:
+        box = bounding_box(hu > threshold_hu)
+    except EmptyMaskError:
+        raise DataError(where, f"no voxel above {threshold_hu} HU: is this a CT in HU?") from None
+    return box.lo.astype(int), box.hi.astype(int)
 
 
 def crop(image: sitk.Image, lo_zyx, hi_zyx) -> sitk.Image:
@@ -140,10 +142,11 @@ def preprocess_image(image: sitk.Image, labels: dict, params: PreprocessParams, 
     coverage = {}
     for organ, label in originals.items():
         mask = sitk.GetArrayViewFromImage(label) > 0
-        voxels = np.argwhere(mask)
-        if len(voxels) == 0:
-            raise DataError(f"{where} ({organ})", "organ mask is empty")
-        lo, hi = np.minimum(lo, voxels.min(axis=0)), np.maximum(hi, voxels.max(axis=0))
+        try:
+            box = bounding_box(mask)
+        except EmptyMaskError:
+            raise DataError(f"{where} ({organ})", "organ mask is empty") from None
+        lo, hi = np.minimum(lo, box.lo.astype(int)), np.maximum(hi, box.hi.astype(int))
         coverage[organ] = float(np.mean(hu[mask] > params.air_threshold_hu))
     cropped = crop(image, lo, hi)
     resampled = resample(sitk.Cast(cropped, sitk.sitkFloat32), params.spacing_zyx,

@@ -22,6 +22,7 @@ from rprloc_core.data import dataset
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
+from rprloc_core.rprloc.inference import ENGINE_VERSION
 from rprloc_core.rprloc.pnet import atomic_torch_save as torch_save
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 from rprloc_core.rprloc.training import load_history, train_pnet
@@ -187,10 +188,12 @@ def publish_release(settings, overwrite: bool = False) -> dict:
 
 
 def models_hash(settings, names=MAIN_MODELS) -> str:
-    """A short hash of the main checkpoints' bytes: part of every cached prediction's key, so
-    retrained models never reuse old predictions."""
+    """A short hash of the main checkpoints' bytes and the inference engine's version: part of every
+    cached prediction's key, so neither retrained models nor a changed engine (its numbers or its
+    timings) reuse old predictions."""
     files = [model_file(settings, name) for name in names]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise FileNotFoundError(f"trained models missing ({', '.join(missing)}): run notebook 02 first")
-    return hashlib.sha256("".join(weights.file_sha256(f) for f in files).encode()).hexdigest()[:10]
+    text = "".join(weights.file_sha256(f) for f in files) + f"engine {ENGINE_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]

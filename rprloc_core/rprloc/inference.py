@@ -56,9 +56,18 @@ from rprloc_core.geometry.patches import (
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.config import ENSEMBLES, STARTS
 
+# Bump when a change alters the engine's numbers or timings: cached predictions key on it.
+# 2: oneDNN convolutions, pairwise max pooling and per-model batch sizes (benchmarks/rprloc_inference.py).
+ENGINE_VERSION = 2
 MODEL_NAMES = ("coarse", "fine")
 AVERAGE = "average"            # schedule step: every landmark's K runs -> their mean position
 POOL_FACTOR = 4                # "pooled" starts: a pool of 4K (2K, 4K, 8K compared in notebook 03)
+# Patches per network call when none is asked for. On a CPU a batch of about 32k voxels (8 coarse
+# 16^3 patches, 2 fine 16x32x32 ones) keeps a layer's activations in the core's cache: on the demo
+# models that is 1.3-2.1x faster per patch than 16 patches, and within 10 % of the best batch on 1
+# and 2 threads (benchmarks/rprloc_inference.py prints the sweep). A GPU wants large batches.
+CPU_BATCH_VOXELS = 32768
+GPU_BATCH_SIZE = 64
 
 
 @dataclass
@@ -166,7 +175,14 @@ def _eval_mode(models):
             m.train(flag)
 
 
-def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: int) -> np.ndarray:
+def default_batch_size(patch_size, device) -> int:
+    """Patches per network call for a model's patch size on `device` (see CPU_BATCH_VOXELS)."""
+    if torch.device(device).type != "cpu":
+        return GPU_BATCH_SIZE
+    return max(1, CPU_BATCH_VOXELS // int(np.prod(as_patch_size(patch_size))))
+
+
+def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: int | None) -> np.ndarray:
     """Embeddings (N, 3) of the patches at voxel indices (N, 3), batch_size patches per call.
 
     Each distinct patch is embedded once: shared starts, runs averaged into one position, or runs
@@ -177,11 +193,12 @@ def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: i
     if len(idx) == 0:
         return np.zeros((0, 3))
     unique, inverse = np.unique(idx, axis=0, return_inverse=True)
+    batch_size = batch_size or default_batch_size(spec.patch_size, cutter.device)
     out = [spec.model(cutter.cut(unique[s:s + batch_size])) for s in range(0, len(unique), batch_size)]
     return torch.cat(out).detach().double().cpu().numpy()[inverse.reshape(-1)]
 
 
-def encode_supports(supports, models: Mapping[str, object], batch_size: int = 16, device=None) -> dict:
+def encode_supports(supports, models: Mapping[str, object], batch_size: int | None = None, device=None) -> dict:
     """Support embeddings {model name: (P, 3)} (few-shot: averaged over the supports).
 
     They depend only on the support and the model: compute them once and pass them to `localize`
@@ -321,7 +338,7 @@ def _timing(wall_s, organ_of_point):
 
 def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
              schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
-             organ_of_point: Sequence[str] | None = None, device=None, batch_size: int = 16,
+             organ_of_point: Sequence[str] | None = None, device=None, batch_size: int | None = None,
              start_mm: np.ndarray | None = None, starts: str = "independent", pool_factor: int = POOL_FACTOR,
              support_embeddings: Mapping[str, np.ndarray] | None = None) -> LocalizationResult:
     """Localise P landmarks (several organs may be concatenated) in `query`.
@@ -331,8 +348,8 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
     schedule: steps, e.g. ("coarse",), ("coarse", "coarse"), ("coarse", "fine"); an "average" step
     replaces the K runs of every landmark by their mean position, so the steps after it cost one
     patch per landmark: ("coarse", "average", "fine", "fine").
-    Every network call is batched over runs, landmarks and organs, in chunks of `batch_size` patches;
-    each distinct patch is embedded once.
+    Every network call is batched over runs, landmarks and organs, in chunks of `batch_size` patches
+    (default: `default_batch_size` of each model); each distinct patch is embedded once.
     starts: "independent" (K uniform non-air starts per landmark), "shared" (the same K starts for
     every landmark, so the first step embeds K query patches, not K x P) or "pooled" (K distinct
     starts per landmark from one pool of 4K); see `draw_starts`.
