@@ -347,7 +347,7 @@ def markdown(report: dict) -> str:
     rows.append("Template matching, same query and support, same run (s/organ, 1 / 2 threads): " + ", ".join(
         f"{m} {v['1']['per_organ_s']:.2f} / {v['2']['per_organ_s']:.2f}" for m, v in tm.items()))
     rows.append(f"Default schedule vs fastest template matching ({report['fastest_template_matching']}): "
-                f"{report['default_vs_fastest_template_matching_2_threads']:.0f}x faster on 2 threads.")
+                f"{report['default_vs_fastest_template_matching_2_threads']:.1f}x faster on 2 threads.")
     default = report["schedules"][report["default_schedule"]]
     reused = default.get("this, support embeddings reused")
     if reused:
