@@ -63,9 +63,10 @@ MODEL_NAMES = ("coarse", "fine")
 AVERAGE = "average"            # schedule step: every landmark's K runs -> their mean position
 POOL_FACTOR = 4                # "pooled" starts: a pool of 4K (2K, 4K, 8K compared in notebook 03)
 # Patches per network call when none is asked for. On a CPU a batch of about 32k voxels (8 coarse
-# 16^3 patches, 2 fine 16x32x32 ones) keeps a layer's activations in the core's cache: on the demo
-# models that is 1.3-2.1x faster per patch than 16 patches, and within 10 % of the best batch on 1
-# and 2 threads (benchmarks/rprloc_inference.py prints the sweep). A GPU wants large batches.
+# 16^3 patches, 2 fine 16x32x32 ones) keeps a layer's activations in the core's cache: the demo fine
+# model runs about 2x faster per patch than at 16 patches a call (the coarse one is indifferent
+# between 8 and 16), within 10 % of the best batch on 1 and 2 threads (benchmarks/rprloc_inference.py
+# prints the sweep). A GPU wants large batches.
 CPU_BATCH_VOXELS = 32768
 GPU_BATCH_SIZE = 64
 
