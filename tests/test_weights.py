@@ -32,17 +32,24 @@ RELEASE = models.release_dir(SETTINGS)
 IOU_FLOOR_PCT = 31.5
 
 
+def assert_release_files(folder, max_bytes: int) -> dict:
+    """Every model file of a release matches its manifest entry (sha256, size under max_bytes) and
+    the release has a model card; returns the manifest."""
+    manifest = weights.read_manifest(folder)
+    for name, entry in manifest["models"].items():
+        path = folder / entry["file"]
+        assert weights.sha256(path) == entry["sha256"], name
+        assert path.stat().st_size == entry["bytes"] < max_bytes, name
+    assert (folder / "MODEL_CARD.md").is_file()
+    return manifest
+
+
 def test_manifest_hashes_and_files():
-    manifest = weights.read_manifest(RELEASE)
+    manifest = assert_release_files(RELEASE, 5 * 2 ** 20)
     assert manifest["profile"] == "demo" and manifest["torch"].startswith("2.13")
     expected = set(models.train_configs(SETTINGS)) | {models.AUTOENCODER}
     assert set(manifest["models"]) == expected
-    for name, entry in manifest["models"].items():
-        path = RELEASE / entry["file"]
-        assert weights.sha256(path) == entry["sha256"], name
-        assert path.stat().st_size == entry["bytes"] < 5 * 2 ** 20
     assert manifest["data_split"]["train"] and manifest["data_split"]["validation"]
-    assert (RELEASE / "MODEL_CARD.md").is_file()
 
 
 def test_models_are_what_the_profile_says():
@@ -154,16 +161,13 @@ DETECTOR_FLOOR_PCT = 50.0
 
 
 def test_detector_release_is_whole_and_documented():
-    manifest = weights.read_manifest(DETECTOR_RELEASE)
+    manifest = assert_release_files(DETECTOR_RELEASE, 5 * 2 ** 20)
     entry = manifest["models"][detector_predictions.NAME]
-    path = DETECTOR_RELEASE / entry["file"]
-    assert weights.sha256(path) == entry["sha256"] and path.stat().st_size == entry["bytes"] < 5 * 2 ** 20
     assert "masks" in manifest["data_split"]["labels_used"] and manifest["data_split"]["train"]
     assert entry["training"] == SETTINGS.detector.train.to_dict()
     assert entry["summary"]["steps"] == SETTINGS.detector.train.steps
     history = detector_predictions.history(SETTINGS)
     assert history.val_loss.min() == pytest.approx(entry["summary"]["best_val_loss"])
-    assert (DETECTOR_RELEASE / "MODEL_CARD.md").is_file()
 
 
 def detector_iou(net, organs, downsample, validation_cases) -> float:
@@ -196,16 +200,13 @@ PIN_BOUND_MM = 18.0
 
 
 def test_pin_release_is_whole_and_documented():
-    manifest = weights.read_manifest(PIN_RELEASE)
+    manifest = assert_release_files(PIN_RELEASE, 2 ** 20)
     assert set(manifest["models"]) == set(pin_predictions.networks(SETTINGS))
     for name, entry in manifest["models"].items():
-        path = PIN_RELEASE / entry["file"]
-        assert weights.sha256(path) == entry["sha256"] and path.stat().st_size == entry["bytes"] < 2 ** 20, name
         assert entry["training"] == pin_predictions.train_config(SETTINGS, name).__dict__, name
         assert entry["summary"]["steps"] == pin_predictions.train_config(SETTINGS, name).steps, name
         assert entry["history"] and "val_error_mm" in entry["history"][-1], name
     assert "masks" in manifest["data_split"]["labels_used"] and manifest["data_split"]["train"]
-    assert (PIN_RELEASE / "MODEL_CARD.md").is_file()
     assert pin_predictions.released_shape_model(SETTINGS).n_landmarks == 24
     assert pin_predictions.training_landmarks(SETTINGS).shape == (len(manifest["data_split"]["train"]), 24, 3)
 
