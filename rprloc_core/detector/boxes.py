@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from rprloc_core.data.preprocess import PreprocessedCase
 from rprloc_core.detector.network import DISTANCE_UNIT_MM, DetectorNet
 from rprloc_core.detector.samples import coarse_to_fine_index, padded_shape
-from rprloc_core.geometry.boxes import VoxelBox
+from rprloc_core.geometry.boxes import VoxelBox, bounding_box
 
 RULES = ("mask", "votes")
 
@@ -59,8 +59,7 @@ def organ_region(prob: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def mask_box(prob: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    voxels = np.argwhere(organ_region(prob, threshold))
-    return voxels.min(axis=0).astype(float), voxels.max(axis=0).astype(float)
+    return tuple(bounding_box(organ_region(prob, threshold)))
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
