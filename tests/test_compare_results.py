@@ -62,3 +62,15 @@ def test_prose_columns_compare_words_not_numbers(tmp_path):
     assert "here" in compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["c.csv"][0]
     write(tmp_path / "b", "c.csv", claims("0.16 s (one CPU thread), 5x", "not reproduced"))
     assert "verdict" in compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["c.csv"][0]
+
+
+def test_a_timing_claims_verdict_is_not_compared(tmp_path):
+    def claims(verdicts):
+        return pd.DataFrame({"claim": ["fast", "accurate"], "paper": ["0.15 s", "55 %"], "here": ["0.3 s", "40 %"],
+                             "verdict": list(verdicts), "evidence": ["table3_methods (timing)", "table3_methods"]})
+
+    write(tmp_path / "a", "c.csv", claims(["reproduced", "reproduced"]))
+    write(tmp_path / "b", "c.csv", claims(["not reproduced", "reproduced"]))
+    assert compare_results.compare_folders(tmp_path / "a", tmp_path / "b") == {}
+    write(tmp_path / "b", "c.csv", claims(["reproduced", "not reproduced"]))
+    assert "claim=accurate" in compare_results.compare_folders(tmp_path / "a", tmp_path / "b")["c.csv"][0]
