@@ -65,8 +65,8 @@ print(f"queries (test): {len(protocol.queries)} patients")
 # ## Run every (support, query) pair
 # Extreme and diagonal points: K_max random starts per landmark take the first coarse step (Table 1
 # reads it at every K up to K_max); the first K of them take two more coarse steps and, from the first
-# coarse step, the fine step. Plus the default schedule (the K query embeddings averaged, as in the
-# authors' code, from the profile's starts; chosen below on validation patients).
+# coarse step, the fine step. Plus the profile's default schedule (`rprloc.inference`: its steps,
+# ensemble and starts; chosen below on validation patients), run on its own.
 
 # %%
 rprloc_predictions.predict_all(settings, protocol, parallel=parallel)
@@ -206,7 +206,9 @@ plt.show()
 # The widget runs the default schedule on one of the first queries with the first support, for a
 # chosen K and the models trained with other offset ranges r (notebook 02's r sweep; those models
 # are warm-started from the main ones and trained briefly). Support embeddings and starts are
-# computed once and every result is kept, so a change redraws at once. Under papermill it runs once
+# computed once and every result is kept, so a change redraws at once: the runs before the schedule's
+# average step are computed once for K_max runs per query and r pair, so a new K only averages their
+# first K and takes the fine move from there (one patch per landmark). Under papermill it runs once
 # with its default values.
 
 # %%

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from rprloc_core.data.images import read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
-from rprloc_core.rprloc.config import ENSEMBLES, STARTS
+from rprloc_core.rprloc.config import ENSEMBLES, RELEASE_ENSEMBLE, RELEASE_STARTS, RELEASE_STEPS, STARTS, STEPS
 
 DEFAULT_MODELS = "weights/openkbp-han-demo"      # relative to the project root
 DEFAULT_DETECTOR = "weights/openkbp-han-detector"
@@ -53,6 +53,17 @@ def positive_int(limit: int | None = None):
             raise argparse.ArgumentTypeError(f"must be at most {limit}, got {value}")
         return value
     return parse
+
+
+def step_list(text: str) -> tuple:
+    """argparse type: comma-separated schedule steps (coarse, fine, average), starting with a move."""
+    steps = tuple(step.strip() for step in text.split(",") if step.strip())
+    unknown = [step for step in steps if step not in STEPS]
+    if not steps or unknown:
+        raise argparse.ArgumentTypeError(f"steps are a comma-separated list of {', '.join(STEPS)}, got {text!r}")
+    if steps[0] == "average":
+        raise argparse.ArgumentTypeError("the first step must move the runs (coarse or fine), not average them")
+    return steps
 
 
 def check_writable(path, what: str) -> Path:
@@ -212,7 +223,7 @@ def localize_command(args) -> int:
     organs = sorted(labels)
     points, organ_of_point, _ = stack_organ_landmarks(
         {o: support.idx_to_mm(extreme_points(support.labels[o], name=o)) for o in organs})
-    schedule = ("coarse", "fine") if fine is not None else ("coarse", "coarse")
+    schedule = ("coarse", "coarse") if args.coarse_only else args.steps
     result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
                       rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point,
                       ensemble=args.ensemble, starts=args.starts)
@@ -379,13 +390,18 @@ def main(argv=None) -> int:
     q.add_argument("--overlay", default=None, help="PNG with the predicted boxes")
     q.add_argument("--k", type=positive_int(MAX_K), default=15, help=f"runs per landmark, 1 to {MAX_K} (default 15)")
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--coarse-only", action="store_true", help="two coarse steps, no fine model")
-    q.add_argument("--ensemble", choices=ENSEMBLES, default="mean_embedding",
-                   help="how the K runs are combined (default mean_embedding: chosen on validation patients, "
-                        "notebook 03; mean_position is the paper's text)")
-    q.add_argument("--starts", choices=STARTS, default="pooled",
-                   help="pooled (default: each landmark's K starts from one pool of 4K, chosen on validation "
-                        "patients), independent (K per landmark, the paper) or shared (the same K for all)")
+    q.add_argument("--coarse-only", action="store_true", help="two coarse steps, no fine model (ignores --steps)")
+    q.add_argument("--steps", type=step_list, default=RELEASE_STEPS,
+                   help=f"the schedule, comma-separated (default {','.join(RELEASE_STEPS)}: chosen on validation "
+                        "patients, notebook 03; coarse,fine is the paper's Mc + Mf). average replaces each "
+                        "landmark's K runs by their mean, so later steps cost one patch per landmark")
+    q.add_argument("--ensemble", choices=ENSEMBLES, default=RELEASE_ENSEMBLE,
+                   help=f"how the K runs are combined (default {RELEASE_ENSEMBLE}, the paper's; mean_embedding "
+                        "averages the K query embeddings at every step, as the authors' code)")
+    q.add_argument("--starts", choices=STARTS, default=RELEASE_STARTS,
+                   help=f"the runs' starts (default {RELEASE_STARTS}: the same K for every landmark, chosen on "
+                        "validation patients), independent (K per landmark, the paper) or pooled (K distinct "
+                        "per landmark from one pool of 4K)")
     d = sub.add_parser("detect", help="box the head-and-neck organs with the released supervised detector")
     d.add_argument("--image", required=True, help="CT image (NIfTI, NRRD, MHA, or a DICOM series folder)")
     d.add_argument("--out", required=True, help="result JSON")

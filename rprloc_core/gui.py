@@ -2,13 +2,15 @@
 
     k_r_widget(settings, protocol) -> (widget, figure of the default view)
 
-The K / r widget shows RPR-Loc (Mc + Mf, the profile's ensemble and starts) on one of the first
-queries with the first support, for a chosen K (runs per landmark) and the models trained with other
-offset ranges r (notebook 02's r sweep). It answers at once because nothing is computed twice: the
-support embeddings are computed once per model, the K_max starts once per query (K starts are the
-first K of them), and each result is kept. With the paper's mean of positions the K_max runs are
-computed once per (query, r pair) and a K is an average of the first K runs, with no network call;
-with the embedding mean a new K costs one call of K coarse and P fine patches.
+The K / r widget shows RPR-Loc (the profile's default schedule) on one of the first queries with the
+first support, for a chosen K (runs per landmark) and the models trained with other offset ranges r
+(notebook 02's r sweep). It answers at once because nothing is computed twice: the support
+embeddings are computed once per model, the K_max starts once per query (K starts are the first K
+of them), and each result is kept. With the mean of positions the runs are independent until an
+"average" step, so the steps before it run once for K_max runs per (query, r pair) and a K takes
+their first K: with no average step a new K needs no network call at all; with one (the demo's
+Mc > avg > Mf) it costs the steps after it, one patch per landmark. With the embedding mean every
+step couples the runs, so a new K reruns the schedule.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import models
 from rprloc_core.geometry.boxes import bounding_box, box_from_points
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
-from rprloc_core.rprloc.inference import draw_starts, encode_supports, localize, stack_organ_landmarks
+from rprloc_core.rprloc.inference import AVERAGE, draw_starts, encode_supports, localize, stack_organ_landmarks
 
 
 class KrRuns:
@@ -40,7 +42,12 @@ class KrRuns:
         inference = settings.rprloc.inference
         self.k_max, self.ensemble = max(inference.k_max, WIDGET_K_MAX), inference.ensemble
         self.starts, self.pool_factor = inference.starts, inference.pool_factor
-        self._embeddings, self._starts, self._results, self._queries = {}, {}, {}, {}
+        steps = tuple(inference.steps)
+        first_average = steps.index(AVERAGE) if AVERAGE in steps else len(steps)
+        # the steps whose K_max runs serve every K (runs independent until they are averaged)
+        split = first_average if self.ensemble == "mean_position" else 0
+        self.shared_steps, self.per_k_steps = steps[:split], steps[split:]
+        self._embeddings, self._starts, self._shared, self._results, self._queries = {}, {}, {}, {}, {}
 
     def query(self, query_id: str):
         """The query case, loaded on first use."""
@@ -66,34 +73,37 @@ class KrRuns:
                                                  self.starts, self.pool_factor)
         return self._starts[query_id]
 
-    @property
-    def _reuses_runs(self) -> bool:
-        return self.ensemble == "mean_position"             # K runs = the first K of K_max: compute K_max once
-
     def _key(self, query_id: str, k: int, r_coarse: float, r_fine: float) -> tuple:
-        return query_id, self._model_names(r_coarse, r_fine), None if self._reuses_runs else int(k)
+        return query_id, self._model_names(r_coarse, r_fine), int(k) if self.per_k_steps else None
 
     def kept(self, query_id: str, k: int, r_coarse: float, r_fine: float) -> bool:
         """Whether this view's localisation is already computed (a redraw needs no network call)."""
         return self._key(query_id, k, r_coarse, r_fine) in self._results
 
+    def _run(self, query_id: str, names: tuple, steps: tuple, start_mm: np.ndarray) -> np.ndarray:
+        """Positions (K, P, 3) after `steps` from `start_mm` (K, P, 3)."""
+        result = localize(self.query(query_id).volume, (self.support.volume, self.points),
+                          self.models[names[0]], self.models[names[1]], schedule=steps, k=len(start_mm),
+                          ensemble=self.ensemble, start_mm=start_mm,
+                          support_embeddings=self._support_embeddings(names), rng=np.random.default_rng(0))
+        return result.trajectories_mm[-1]
+
     def predict(self, query_id: str, k: int, r_coarse: float, r_fine: float):
         """(predicted points (P, 3), seconds this view took to compute: 0 when it was kept)."""
         names = self._model_names(r_coarse, r_fine)
         key = self._key(query_id, k, r_coarse, r_fine)
-        if key not in self._results:
-            t0 = time.perf_counter()
-            k_run = self.k_max if self._reuses_runs else int(k)
-            result = localize(self.query(query_id).volume, (self.support.volume, self.points),
-                              self.models[names[0]], self.models[names[1]], schedule=("coarse", "fine"), k=k_run,
-                              ensemble=self.ensemble, start_mm=self._start_positions(query_id)[:k_run],
-                              support_embeddings=self._support_embeddings(names), rng=np.random.default_rng(0))
-            self._results[key] = (result.trajectories_mm[-1], time.perf_counter() - t0)
-            seconds = self._results[key][1]
-        else:
-            seconds = 0.0
-        final = self._results[key][0]
-        return final[: int(k)].mean(axis=0), seconds
+        if key in self._results:                   # K_max runs, or K runs when steps depend on K
+            return self._results[key][: int(k)].mean(axis=0), 0.0
+        t0 = time.perf_counter()
+        shared_key = (query_id, names)
+        if shared_key not in self._shared:
+            starts = self._start_positions(query_id)
+            self._shared[shared_key] = self._run(query_id, names, self.shared_steps, starts) if self.shared_steps else starts
+        runs = self._shared[shared_key]
+        if self.per_k_steps:
+            runs = self._run(query_id, names, self.per_k_steps, runs[: int(k)])
+        self._results[key] = runs
+        return runs[: int(k)].mean(axis=0), time.perf_counter() - t0
 
 
 WIDGET_K_MAX = 40

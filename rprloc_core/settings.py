@@ -21,7 +21,7 @@ import tomllib
 from rprloc_core.detector.config import DetectorTrainConfig
 from rprloc_core.errors import RprlocError
 from rprloc_core.pin.config import PINTrainConfig
-from rprloc_core.rprloc.config import ENSEMBLES, STARTS, TrainConfig
+from rprloc_core.rprloc.config import ENSEMBLES, STARTS, STEPS, TrainConfig
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DATASETS = ("openkbp", "phantom", "cases")
@@ -78,6 +78,7 @@ class InferenceSettings:
     k_grid: tuple = (1, 5, 10, 15, 20)    # Table 1's K values (only those <= k_max are used)
     n_supports: int = 3                   # support images drawn from the validation split
     n_queries: int | None = None          # None: every test patient
+    steps: tuple = ("coarse", "fine")     # the default schedule's steps (the paper's Mc + Mf)
     ensemble: str = "mean_position"       # how the default schedule combines the K runs
     starts: str = "independent"           # the default schedule's starts (see inference.draw_starts)
     pool_factor: int = 4                  # "pooled" starts: a pool of pool_factor x K
@@ -87,6 +88,9 @@ class InferenceSettings:
     def __post_init__(self):
         if not 1 <= self.k <= self.k_max:
             raise SettingsError(f"rprloc.inference: need 1 <= k <= k_max, got k={self.k}, k_max={self.k_max}")
+        if not self.steps or any(step not in STEPS for step in self.steps) or self.steps[0] == "average":
+            raise SettingsError(f"rprloc.inference.steps must be a list of {STEPS} that starts with a move, "
+                                f"not {list(self.steps)}")
         if self.ensemble not in ENSEMBLES:
             raise SettingsError(f"rprloc.inference.ensemble must be one of {ENSEMBLES}, not {self.ensemble!r}")
         if self.starts not in STARTS:
@@ -100,8 +104,9 @@ class InferenceSettings:
 
     @property
     def default_options(self) -> dict:
-        """The `localize` options of the default schedule (Mc + Mf): ensemble, starts, pool."""
-        return {"ensemble": self.ensemble, "starts": self.starts, "pool_factor": self.pool_factor}
+        """The `localize` options of the default schedule: its steps, ensemble, starts and pool."""
+        return {"schedule": tuple(self.steps), "ensemble": self.ensemble, "starts": self.starts,
+                "pool_factor": self.pool_factor}
 
     @property
     def k_values(self) -> tuple:

@@ -181,6 +181,14 @@ def test_k_is_checked_before_anything(scans, tmp_path, capsys, k):
     assert exit_.value.code == 2 and "--k" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("steps", ["average,fine", "coarse,median", ""])
+def test_steps_are_checked_before_anything(scans, tmp_path, capsys, steps):
+    root, _, _ = scans
+    with pytest.raises(SystemExit) as exit_:
+        localize(root, tmp_path, "--steps", steps)
+    assert exit_.value.code == 2 and "--steps" in capsys.readouterr().err
+
+
 def test_query_smaller_than_a_patch(scans, tmp_path, capsys):
     root, _, _ = scans
     small = sitk.GetImageFromArray(np.random.default_rng(0).integers(-100, 100, (10, 10, 10)).astype(np.int16))

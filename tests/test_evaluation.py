@@ -118,14 +118,10 @@ def test_few_shot_support_sets_are_cyclic_windows():
         support_sets(ids, 6)
 
 
-def test_few_shot_reuses_the_evaluation_run_only_when_it_is_the_default_run():
+def test_few_shot_reuses_the_evaluation_run_for_a_protocol_support_alone():
     from rprloc_core.evaluation.protocol import Protocol
     from rprloc_core.experiments.few_shot import _evaluated
-    from rprloc_core.settings import load_settings
 
     protocol = Protocol(("s1", "s2"), ("q1",))
-    embedding = load_settings("smoke", {"rprloc.inference.ensemble": "mean_embedding"})
-    positions = load_settings("smoke", {"rprloc.inference.ensemble": "mean_position"})
-    assert _evaluated(embedding, protocol, "s1") and not _evaluated(embedding, protocol, "s9")
-    assert not _evaluated(embedding, protocol, "s1+s2")
-    assert not _evaluated(positions, protocol, "s1")        # the cache holds K_max runs, not the default run
+    assert _evaluated(protocol, "s1") and _evaluated(protocol, "s2")     # the evaluation's default run
+    assert not _evaluated(protocol, "s9") and not _evaluated(protocol, "s1+s2")

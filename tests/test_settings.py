@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 
-from rprloc_core.rprloc.config import TrainConfig
+from rprloc_core.rprloc.config import RELEASE_ENSEMBLE, RELEASE_STARTS, RELEASE_STEPS, TrainConfig
 from rprloc_core.settings import SettingsError, available_profiles, load_settings
 
 
@@ -34,6 +34,9 @@ def test_overrides_are_applied_recorded_and_picklable():
     ({"nonsense": 1}, "unknown setting.*nonsense"),
     ({"rprloc.inference.k": 50}, "k <= k_max"),
     ({"rprloc.inference.ensemble": "median"}, "ensemble must be one of"),
+    ({"rprloc.inference.steps": ["average", "fine"]}, "steps must be a list of"),
+    ({"rprloc.inference.steps": ["coarse", "median"]}, "steps must be a list of"),
+    ({"rprloc.inference.steps": []}, "steps must be a list of"),
     ({"data.dataset": "mnist"}, "data.dataset must be one of"),
     ({"seed.x": 1}, "is a value, not a section"),
 ])
@@ -53,3 +56,10 @@ def test_k_values_are_the_grid_cut_at_k_max():
     listed = load_settings("demo", {"rprloc.inference.k_grid": [2, 40]})
     assert listed.rprloc.inference.k_values == (2,)
     assert hash(listed) == hash(load_settings("demo", {"rprloc.inference.k_grid": (2, 40)}))   # usable as a cache key
+
+
+def test_the_cli_defaults_are_the_demo_profiles_default_schedule():
+    """The released models answer the CLI with the schedule chosen for them on validation patients."""
+    inference = load_settings("demo").rprloc.inference
+    assert inference.default_options == {"schedule": RELEASE_STEPS, "ensemble": RELEASE_ENSEMBLE,
+                                         "starts": RELEASE_STARTS, "pool_factor": inference.pool_factor}

@@ -1,6 +1,6 @@
 """Few-shot RPR-Loc (beyond the paper): what a second and a fifth labelled support buy.
 
-The default schedule (Mc + Mf with the profile's ensemble and starts) on the test queries, with the
+The default schedule (the profile's steps, ensemble and starts) on the test queries, with the
 supports fused two ways:
 - "embedding mean": one run, the supports' embeddings of each landmark averaged
   (`inference.encode_supports`, the library's few-shot);
@@ -54,7 +54,7 @@ def _runs(settings, protocol: Protocol) -> list[tuple]:
     position mean) that the one-shot evaluation has not run already, and every set of more than one
     for the embedding mean."""
     ids = supports(settings, protocol)
-    sets = {(s,) for s in ids if not _evaluated(settings, protocol, s)}
+    sets = {(s,) for s in ids if not _evaluated(protocol, s)}
     for n in settings.rprloc.inference.few_shot_sizes:
         if n > 1:
             sets.update(support_sets(ids, n))
@@ -90,7 +90,7 @@ def compute_pair(settings, support_set: str, query_id: str, organs=HAN_ORGANS) -
     fused = {name: np.mean([e[name] for e in embeddings], axis=0) for name in embeddings[0]}
     inference = settings.rprloc.inference
     result = localize(query.volume, stacked, models["coarse"], models["fine"],
-                      rng=case_rng(settings.seed, query_id, *ids), schedule=("coarse", "fine"), k=inference.k,
+                      rng=case_rng(settings.seed, query_id, *ids), k=inference.k,
                       organ_of_point=organ_of_point, support_embeddings=fused, **inference.default_options)
     store.write(support_set, query_id, organ_of_point, points_mm=result.points_mm, wall_s=result.wall_s)
 
@@ -100,22 +100,19 @@ def predict_all(settings, protocol: Protocol, parallel: bool = True, progress: b
     run_jobs(compute_pair, jobs, "few-shot RPR-Loc", parallel, progress)
 
 
-def _evaluated(settings, protocol: Protocol, support_set: str) -> bool:
-    """Whether the one-shot evaluation's cache already holds this run: a protocol support alone,
-    when the profile's default is the embedding mean (the cache's separate default run, with the
-    same K, starts and generator). With the mean of positions the cache holds K_max runs from
-    independent starts instead, which are not the default run: those are computed here."""
-    return (support_set in protocol.supports
-            and rprloc_predictions.default_stage(settings) == rprloc_predictions.AUTHORS_VARIANT)
+def _evaluated(protocol: Protocol, support_set: str) -> bool:
+    """Whether the one-shot evaluation's cache already holds this run: a protocol support alone
+    (the cache's separate default run, with the same schedule, K, starts and generator)."""
+    return support_set in protocol.supports
 
 
 def _read(settings, protocol: Protocol, support_set: str, query_id: str) -> tuple:
     """(points (P, 3), seconds, organ_of_point) of one run, from the one-shot evaluation's cache
     where it holds it (`_evaluated`), else from this module's."""
-    if _evaluated(settings, protocol, support_set):
+    if _evaluated(protocol, support_set):
         run = rprloc_predictions.read(settings, support_set, query_id)
-        points = rprloc_predictions.stage_points(run, rprloc_predictions.AUTHORS_VARIANT, settings.rprloc.inference.k)
-        return points, float(run["wall_s_authors"]), run.organ_of_point
+        points = rprloc_predictions.stage_points(run, rprloc_predictions.DEFAULT_STAGE, settings.rprloc.inference.k)
+        return points, float(run["wall_s_default"]), run.organ_of_point
     run = cache(settings).read(support_set, query_id)
     return run["points_mm"], float(run["wall_s"]), run.organ_of_point
 

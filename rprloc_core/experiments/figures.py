@@ -133,7 +133,7 @@ def pnet_loss_curves(settings):
 
 def table2_chart(table2):
     """Mean IoU and AWD over the organs of every Table 2 row (± SD over supports), next to the paper."""
-    order = [label for label in STAGE_LABELS.values() if label in set(table2.method)]
+    order = list(dict.fromkeys(table2.method))
     mean = table2[table2.organ == "Mean"].set_index("method").loc[order]
     x = np.arange(len(order))
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))      # IoU and AWD each on its own scale

@@ -9,12 +9,18 @@ from rprloc_core.paths import PROJECT_ROOT
 REFERENCE_DIRS = (PROJECT_ROOT / "rprloc_core" / "reference", PROJECT_ROOT.parent / "shared" / "reference")
 
 # Table 2's rows (RPR-Loc stages, K runs averaged) and Table 3's methods, as the paper names them.
+# Table 2 adds a row for the profile's default schedule, named by `default_label`.
 STAGE_LABELS = {"coarse1": "Mc (one step)", "coarse2": "Mc (two steps)", "coarse3": "Mc (three steps)",
-                "fine": "Mc + Mf", "fine_mean_embedding": "Mc + Mf (embedding mean, the profile's starts: default)"}
+                "fine": "Mc + Mf"}
 TEMPLATE_LABELS = {"gs_mse": "GS MSE", "gs_cosine": "GS Cosine", "gs_ncc": "GS NCC",
                    "fm_mse": "FM MSE", "fm_cosine": "FM Cosine"}
-RPRLOC_LABEL = "RPR-Loc (Mc + Mf)"
+RPRLOC_LABEL = "RPR-Loc (Mc + Mf)"           # Table 3: the profile's default schedule (a Mc + Mf variant)
 SUPERVISED_LABEL = "Retina U-Net (supervised)"
+
+
+def default_label(schedule_label: str) -> str:
+    """Table 2's name for the default schedule's row, e.g. "default: Mc > avg > Mf (shared starts)"."""
+    return f"default: {schedule_label}"
 
 
 def paper_table(name: str) -> pd.DataFrame:

@@ -10,9 +10,9 @@ through two more coarse steps, and, separately, through the fine step:
                                \\-> "fine"      (Mc + Mf)          K runs after it
 
 The runs are independent draws, so the prediction for a smaller K is the mean of the first K runs:
-Table 1's K grid comes from one K_max computation. The authors' variant (average the K query
-embeddings, then one fine step; K and starts from the profile: `rprloc.inference.starts`) is run
-separately for Mc + Mf.
+Table 1's K grid comes from one K_max computation. The profile's default schedule
+(`rprloc.inference`: its steps, ensemble and starts, chosen on validation patients) is run
+separately with K runs, as the stage "default".
 
 Diagonal points only serve Table 1 (Mc one step), so only "start" and "coarse1" are computed for
 them: the same generator draws the same starts, so these equal the first stages of a full run.
@@ -39,7 +39,7 @@ from rprloc_core.rprloc.inference import encode_supports, localize, stack_organ_
 STAGES = ("start", "coarse1", "coarse2", "coarse3", "fine")
 FIRST_STAGES = STAGES[:2]                   # K_max runs, in "first_step_mm"; the rest: K runs, "later_steps_mm"
 STRATEGY_STAGES = {"extreme": STAGES, "diagonal": FIRST_STAGES}
-AUTHORS_VARIANT = "fine_mean_embedding"     # Mc + Mf with the K embeddings averaged (authors' code)
+DEFAULT_STAGE = "default"                   # the profile's default schedule, run on its own
 
 
 def cache(settings, strategy: str) -> PredictionCache:
@@ -47,8 +47,7 @@ def cache(settings, strategy: str) -> PredictionCache:
     the inference settings the cached predictions depend on."""
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
-           "k_authors": inference.k, "starts_authors": [inference.starts, inference.pool_factor],
-           "seed": settings.seed, "stages": list(STRATEGY_STAGES[strategy]),
+           "default": {"k": inference.k, **inference.default_options}, "seed": settings.seed, "stages": list(STRATEGY_STAGES[strategy]),
            "runs": {"first steps": inference.k_max, "later steps": inference.k}}
     return PredictionCache.for_method(settings, f"rprloc-{strategy}", key)
 
@@ -91,15 +90,13 @@ def compute_pair(settings, support_id: str, query_id: str, strategy: str, organs
                       start_mm=reached, k=k, **common)
     fine = localize(query.volume, supports, models["coarse"], models["fine"], rng=None, schedule=("fine",),
                     start_mm=reached, k=k, **common)
-    authors = localize(query.volume, supports, models["coarse"], models["fine"],
-                       rng=case_rng(settings.seed, query_id, support_id), schedule=("coarse", "fine"),
-                       ensemble="mean_embedding", starts=inference.starts, pool_factor=inference.pool_factor,
-                       k=k, **common)
+    default = localize(query.volume, supports, models["coarse"], models["fine"],
+                       rng=case_rng(settings.seed, query_id, support_id), k=k, **inference.default_options, **common)
     later = np.concatenate([coarse.trajectories_mm[1:], fine.trajectories_mm[1:]])   # (3, K, P, 3)
     store.write(support_id, query_id, organ_of_point, first_step_mm=first_step,
-                later_steps_mm=later.astype(np.float32), authors_points_mm=authors.points_mm,
+                later_steps_mm=later.astype(np.float32), default_points_mm=default.points_mm,
                 wall_s_coarse1=first.wall_s, wall_s_coarse23=coarse.wall_s, wall_s_fine=fine.wall_s,
-                wall_s_authors=authors.wall_s)
+                wall_s_default=default.wall_s)
 
 
 def predict_all(settings, protocol, strategies=("extreme", "diagonal"), parallel: bool = True,
@@ -109,12 +106,6 @@ def predict_all(settings, protocol, strategies=("extreme", "diagonal"), parallel
     jobs = [(settings, s, q, strategy) for strategy in strategies
             for s, q in cache(settings, strategy).missing(protocol.pairs)]
     run_jobs(compute_pair, jobs, "RPR-Loc predictions", parallel, progress)
-
-
-def default_stage(settings) -> str:
-    """The cached stage that holds the profile's default schedule: Mc + Mf with the mean of
-    positions, or the embedding-mean run (computed with the profile's starts)."""
-    return "fine" if settings.rprloc.inference.ensemble == "mean_position" else AUTHORS_VARIANT
 
 
 def have_predictions(settings, protocol, strategy: str = "extreme") -> bool:
@@ -130,9 +121,9 @@ def read(settings, support_id: str, query_id: str, strategy: str = "extreme") ->
 
 
 def stage_points(run: PairPredictions, stage: str, k: int) -> np.ndarray:
-    """Predicted points (P, 3) after `stage` (one of STAGES[1:], or AUTHORS_VARIANT) with K runs."""
-    if stage == AUTHORS_VARIANT:
-        return run["authors_points_mm"]
+    """Predicted points (P, 3) after `stage` (one of STAGES[1:], or DEFAULT_STAGE: its K runs) with K runs."""
+    if stage == DEFAULT_STAGE:
+        return run["default_points_mm"]
     return stage_runs(run, stage, k).mean(axis=0)
 
 

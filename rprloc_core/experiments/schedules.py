@@ -160,6 +160,7 @@ def schedule_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataF
 
 
 def default_schedule(settings) -> Schedule:
-    """The profile's default schedule (Table 3's RPR-Loc row, the CLI, the widget): Mc > Mf with
-    the options of `rprloc.inference`."""
-    return Schedule(("coarse", "fine"), **settings.rprloc.inference.default_options)
+    """The profile's default schedule (Table 2's "default" row, Table 3's RPR-Loc row, the widget):
+    the steps and options of `rprloc.inference`."""
+    inference = settings.rprloc.inference
+    return Schedule(tuple(inference.steps), inference.starts, inference.ensemble, inference.pool_factor)

@@ -33,6 +33,7 @@ from rprloc_core.experiments import (
     pin_predictions,
     registration_predictions,
     rprloc_predictions,
+    schedules,
     template_predictions,
 )
 from rprloc_core.experiments.paper import (
@@ -40,6 +41,7 @@ from rprloc_core.experiments.paper import (
     STAGE_LABELS,
     SUPERVISED_LABEL,
     TEMPLATE_LABELS,
+    default_label,
     paper_table,
     with_paper_columns,
 )
@@ -130,15 +132,16 @@ def table1(settings, protocol) -> PaperTable:
     return PaperTable(table, per_query)
 
 
-TABLE2_STAGES = ("coarse1", "coarse2", "coarse3", "fine", rprloc_predictions.AUTHORS_VARIANT)
+TABLE2_STAGES = ("coarse1", "coarse2", "coarse3", "fine", rprloc_predictions.DEFAULT_STAGE)
 
 
 def table2(settings, protocol) -> PaperTable:
-    """Paper Table 2: Mc one / two / three steps, Mc + Mf (and the default schedule: the K query
-    embeddings averaged, as in the authors' code, from `rprloc.inference.starts`), extreme points, K = `rprloc.inference.k`, from the cached predictions."""
+    """Paper Table 2: Mc one / two / three steps, Mc + Mf, and the profile's default schedule
+    (`rprloc.inference`, chosen on validation patients), extreme points, K = `rprloc.inference.k`,
+    from the cached predictions."""
     k = settings.rprloc.inference.k
-    per_query = rprloc_predictions.score(settings, protocol, "extreme", [(s, k) for s in TABLE2_STAGES],
-                                         STAGE_LABELS)
+    labels = {**STAGE_LABELS, rprloc_predictions.DEFAULT_STAGE: default_label(schedules.default_schedule(settings).label)}
+    per_query = rprloc_predictions.score(settings, protocol, "extreme", [(s, k) for s in TABLE2_STAGES], labels)
     table = summarize(per_query, keys=("method",), organs=protocol.organs)
     table = with_paper_columns(table, paper_table("rprloc_table2"), {"method": "method", "organ": "organ"})
     return PaperTable(table.drop(columns=["time_s"]), per_query)
@@ -156,8 +159,7 @@ def r_sweep_table(settings, protocol) -> pd.DataFrame:
     for r_c, r_f in [(r, r_fine[0]) for r in r_coarse] + [(r_coarse[0], r) for r in r_fine[1:]]:
         method = rprloc_predictions.rprloc_method(available[models.model_name(settings, "coarse", r_c)],
                                                   available[models.model_name(settings, "fine", r_f)],
-                                                  ("coarse", "fine"), k=inference.k, seed=settings.seed,
-                                                  **inference.default_options)
+                                                  k=inference.k, seed=settings.seed, **inference.default_options)
         frame = evaluate(settings, method, "Mc + Mf", protocol.supports[:1], queries, progress=False)
         mean = summarize(frame).query("organ == 'Mean'").iloc[0]
         rows.append({"r_coarse_mm": r_c, "r_fine_mm": r_f, "iou_pct": mean.iou_pct, "awd_mm": mean.awd_mm,
@@ -181,7 +183,7 @@ def table3(settings, protocol) -> PaperTable:
     per_query = template_predictions.score(settings, protocol)
     have_rprloc = rprloc_predictions.have_predictions(settings, protocol)
     if have_rprloc:
-        stage = rprloc_predictions.default_stage(settings)
+        stage = rprloc_predictions.DEFAULT_STAGE
         rprloc = rprloc_predictions.score(settings, protocol, "extreme", [(stage, inference.k)], {stage: RPRLOC_LABEL})
         per_query = pd.concat([per_query, rprloc], ignore_index=True)
 
@@ -260,7 +262,7 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
         per_query.append(detector_predictions.score(settings, protocol.queries,
                                                     {detector_predictions.LABEL: detector_rule}))
     inference = settings.rprloc.inference
-    stage = rprloc_predictions.default_stage(settings)
+    stage = rprloc_predictions.DEFAULT_STAGE
     have_rprloc = rprloc_predictions.have_predictions(settings, protocol)
     if have_rprloc:
         per_query.append(rprloc_predictions.score(settings, protocol, "extreme", [(stage, inference.k)],
@@ -293,7 +295,7 @@ def pin_methods_table(settings, protocol) -> PaperTable:
     cache; its time is Table 3's)."""
     per_query = [pin_predictions.score_boxes(settings, protocol.queries)]
     if rprloc_predictions.have_predictions(settings, protocol):
-        stage = rprloc_predictions.default_stage(settings)
+        stage = rprloc_predictions.DEFAULT_STAGE
         per_query.append(rprloc_predictions.score(settings, protocol, "extreme",
                                                   [(stage, settings.rprloc.inference.k)], {stage: RPRLOC_LABEL}))
     per_query = pd.concat(per_query, ignore_index=True)

@@ -251,14 +251,14 @@ def time_methods(settings, support_id: str, query_ids, methods=METHODS, threads=
 
 
 def time_rprloc(settings, support_id: str, query_ids, threads=None, progress: bool = False) -> pd.DataFrame:
-    """RPR-Loc (the default schedule: Mc + Mf, the profile's K, ensemble and starts, all organs in one batched call) timed
+    """RPR-Loc (the profile's default schedule: its steps, K, ensemble and starts; all organs in one batched call) timed
     like the baselines: `rprloc_method` on the same support and queries."""
     import torch
 
     models = load_models(settings, ["coarse", "fine"])
     inference = settings.rprloc.inference
-    predict = rprloc_method(models["coarse"], models["fine"], ("coarse", "fine"), k=inference.k,
-                            seed=settings.seed, **inference.default_options)
+    predict = rprloc_method(models["coarse"], models["fine"], k=inference.k, seed=settings.seed,
+                            **inference.default_options)
     threads = settings.template_matching.timing_threads if threads is None else threads
     with torch_threads(threads):
         evaluate(settings, predict, RPRLOC_LABEL, [support_id], query_ids[:1], progress=False)   # warm-up

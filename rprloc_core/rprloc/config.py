@@ -10,6 +10,16 @@ import numpy as np
 # How the K runs of one landmark are combined (see rprloc_core.rprloc.inference).
 ENSEMBLES = ("mean_position", "mean_embedding")
 STARTS = ("independent", "shared", "pooled")
+# The steps a schedule is made of: a move of the coarse or fine model, or "average" (the K runs of
+# every landmark replaced by their mean; later steps cost one patch per landmark).
+STEPS = ("coarse", "fine", "average")
+
+# The released models' inference schedule, chosen on validation patients (notebook 03,
+# results/demo/tables/schedule_validation.csv): the CLI's defaults. The demo profile's
+# [rprloc.inference] holds the same (tests/test_settings.py keeps them equal).
+RELEASE_STEPS = ("coarse", "average", "fine")
+RELEASE_ENSEMBLE = "mean_position"
+RELEASE_STARTS = "shared"
 
 # Fields a resumed run may change without changing what is being trained.
 RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
