@@ -26,7 +26,7 @@ from rprloc_core.data import dataset
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import models
-from rprloc_core.geometry.boxes import bounding_box, box_from_points
+from rprloc_core.geometry.boxes import bounding_box, box_from_points, mask_centroid
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
 from rprloc_core.rprloc.inference import AVERAGE, draw_starts, encode_supports, localize, stack_organ_landmarks
 
@@ -98,7 +98,8 @@ class KrRuns:
         shared_key = (query_id, names)
         if shared_key not in self._shared:
             starts = self._start_positions(query_id)
-            self._shared[shared_key] = self._run(query_id, names, self.shared_steps, starts) if self.shared_steps else starts
+            self._shared[shared_key] = (self._run(query_id, names, self.shared_steps, starts) if self.shared_steps
+                                        else starts)
         runs = self._shared[shared_key]
         if self.per_k_steps:
             runs = self._run(query_id, names, self.per_k_steps, runs[: int(k)])
@@ -123,7 +124,7 @@ def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float
         boxes[f"{organ} true"] = (bounding_box(query.labels[organ]), ORGAN_COLOURS[organ], "-")
         boxes[f"{organ} predicted"] = (box_from_points(query.mm_to_idx(pts)), ORGAN_COLOURS[organ], "--")
         lines.append(f"{organ}: IoU {m['iou_pct']:.0f} %, AWD {m['awd_mm']:.1f} mm")
-    centre = np.argwhere(query.labels[organs[0]]).mean(axis=0)
+    centre = mask_centroid(query.labels[organs[0]])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
     boxes_in_views(axes, query, boxes, centre,
                    title=f"{query.case_id}, K = {k}, r_c = {r_coarse:g} mm, r_f = {r_fine:g} mm")

@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 
 from rprloc_core.errors import EmptyMaskError
-from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
+from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks, mask_centroid
 from rprloc_core.geometry.landmarks import diagonal_points, extreme_points
 from rprloc_core.geometry.space import index_to_lps, lps_to_index, xyz_to_zyx, zyx_to_xyz
 
@@ -58,6 +58,14 @@ def test_one_voxel_organ():
 def test_empty_mask_is_a_clear_error():
     with pytest.raises(EmptyMaskError, match="Brainstem.*empty"):
         extreme_points(np.zeros((3, 3, 3)), name="Brainstem")
+    with pytest.raises(EmptyMaskError, match="Mandible.*empty"):
+        mask_centroid(np.zeros((3, 3, 3)), name="Mandible")
+
+
+def test_mask_centroid_by_hand():
+    mask = np.zeros((4, 5, 6), np.uint8)
+    mask[1, 2, 3] = mask[3, 2, 5] = 1
+    np.testing.assert_allclose(mask_centroid(mask), [2.0, 2.0, 4.0])
 
 
 def test_extreme_point_axis_and_volume_centre():

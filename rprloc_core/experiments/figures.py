@@ -32,8 +32,8 @@ from rprloc_core.experiments import (
     rprloc_predictions,
     template_predictions,
 )
-from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
-from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks
+from rprloc_core.experiments.paper import RPRLOC_LABEL, TEMPLATE_LABELS
+from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks, mask_centroid
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
 from rprloc_core.plotting import (
     ORGAN_COLOURS,
@@ -78,10 +78,10 @@ def before_after_resampling(settings, organs=(*HAN_ORGANS, "SpinalCord")):
         labels = {o: sitk.GetArrayFromImage(cases.load_label(root, case_id, o)) for o in contoured}
         spacing = np.asarray(original.GetSpacing())[::-1]
         orthogonal_views(axes[2 * i], sitk.GetArrayFromImage(original), spacing,
-                         np.argwhere(labels["Brainstem"]).mean(axis=0), labels,
+                         mask_centroid(labels["Brainstem"]), labels,
                          title=f"{case_id} original {np.round(spacing, 2).tolist()} mm")
         pre = dataset.load_case(settings, case_id)
-        orthogonal_views(axes[2 * i + 1], pre.hu, pre.spacing, np.argwhere(pre.labels["Brainstem"]).mean(axis=0),
+        orthogonal_views(axes[2 * i + 1], pre.hu, pre.spacing, mask_centroid(pre.labels["Brainstem"]),
                          {o: m for o, m in pre.labels.items() if o in organs},
                          title=f"{case_id} resampled {pre.spacing.tolist()} mm")
     organ_legend(fig, [o for o in organs if o in shown])
@@ -100,7 +100,7 @@ def intensity_map_figure(settings):
     ax1.set_xlabel("HU")
     ax1.set_ylabel("network input")
     ax1.set_title("piecewise-linear intensity map")
-    centre = np.argwhere(pre.labels["Brainstem"]).mean(axis=0).round().astype(int)
+    centre = mask_centroid(pre.labels["Brainstem"]).round().astype(int)
     ax2.imshow(pre.volume.array[centre[0]], cmap="gray", vmin=0, vmax=1,
                extent=(0, pre.volume.shape[2] * pre.spacing[2], pre.volume.shape[1] * pre.spacing[1], 0))
     ax2.set_title(f"{case_id}: mapped intensities, axial slice")
@@ -303,7 +303,7 @@ def mandible_diagonal_vs_extreme(settings, protocol, organ: str = "Mandible"):
     coarse = models.train_configs(settings)["coarse"]
     patch_mm = np.asarray(coarse.patch_size) * np.asarray(settings.preprocess.spacing_zyx) * coarse.downsample
     fig, axes = plt.subplots(2, 3, figsize=(13, 8.5))
-    boxes_in_views(axes[0], support, {"box": (bounding_box(mask), "white", "-")}, np.argwhere(mask).mean(axis=0),
+    boxes_in_views(axes[0], support, {"box": (bounding_box(mask), "white", "-")}, mask_centroid(mask),
                    points={"extreme": (ext_pts, "yellow", "o"), "diagonal": (diag_pts, "red", "s")},
                    labels={organ: mask}, title=f"support {support_id}")
     for ax, view in zip(axes[0], VIEWS):
@@ -320,7 +320,7 @@ def mandible_diagonal_vs_extreme(settings, protocol, organ: str = "Mandible"):
                    {"true": (bounding_box(query.labels[organ]), "white", "-"),
                     "diagonal (K = 1)": (box_from_landmarks(predicted["diagonal"], "diagonal"), "red", "--"),
                     "extreme (K = 1)": (box_from_landmarks(predicted["extreme"], "extreme"), "yellow", "--")},
-                   np.argwhere(query.labels[organ]).mean(axis=0),
+                   mask_centroid(query.labels[organ]),
                    points={"predicted extreme": (predicted["extreme"], "yellow", "o")},
                    labels={organ: query.labels[organ]}, title=f"query {query_id}")
     axes[1][0].legend(fontsize=7, loc="lower left")

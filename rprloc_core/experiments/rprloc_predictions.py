@@ -47,7 +47,8 @@ def cache(settings, strategy: str) -> PredictionCache:
     the inference settings the cached predictions depend on."""
     inference = settings.rprloc.inference
     key = {"method": "rprloc", "strategy": strategy, "models": models_hash(settings), "k_max": inference.k_max,
-           "default": {"k": inference.k, **inference.default_options}, "seed": settings.seed, "stages": list(STRATEGY_STAGES[strategy]),
+           "default": {"k": inference.k, **inference.default_options}, "seed": settings.seed,
+           "stages": list(STRATEGY_STAGES[strategy]),
            "runs": {"first steps": inference.k_max, "later steps": inference.k}}
     return PredictionCache.for_method(settings, f"rprloc-{strategy}", key)
 

@@ -140,7 +140,8 @@ def table2(settings, protocol) -> PaperTable:
     (`rprloc.inference`, chosen on validation patients), extreme points, K = `rprloc.inference.k`,
     from the cached predictions."""
     k = settings.rprloc.inference.k
-    labels = {**STAGE_LABELS, rprloc_predictions.DEFAULT_STAGE: default_label(schedules.default_schedule(settings).label)}
+    default = default_label(schedules.default_schedule(settings).label)
+    labels = {**STAGE_LABELS, rprloc_predictions.DEFAULT_STAGE: default}
     per_query = rprloc_predictions.score(settings, protocol, "extreme", [(s, k) for s in TABLE2_STAGES], labels)
     table = summarize(per_query, keys=("method",), organs=protocol.organs)
     table = with_paper_columns(table, paper_table("rprloc_table2"), {"method": "method", "organ": "organ"})

@@ -38,6 +38,12 @@ def nonempty_voxels(mask: np.ndarray, name: str | None) -> np.ndarray:
     return voxels
 
 
+def mask_centroid(mask: np.ndarray, name: str | None = None) -> np.ndarray:
+    """The mean voxel index (3,) of the mask, e.g. where to centre a view of the organ;
+    EmptyMaskError for an empty mask."""
+    return nonempty_voxels(mask, name).mean(axis=0)
+
+
 def bounding_box(mask: np.ndarray, name: str | None = None) -> VoxelBox:
     """The mask's VoxelBox; raises EmptyMaskError for an empty mask. Found from the mask's
     projections on each axis, not from a list of its voxels: 5-10x faster on a whole CT."""
