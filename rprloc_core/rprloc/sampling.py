@@ -100,15 +100,12 @@ def draw_training_groups(volumes: Sequence, volumes_per_step: int, patches_per_v
     if patches_per_volume < 2:
         raise ValueError(f"patches_per_volume must be >= 2 to form pairs, got {patches_per_volume}")
     chosen = rng.choice(len(volumes), size=volumes_per_step, replace=len(volumes) < volumes_per_step)
-    if local_fraction > 0:
-        # Drawn only when asked, so that runs without local groups keep their random stream.
-        local = rng.random(volumes_per_step) < local_fraction
-        centres = np.stack([draw_fine_centres(_array(volumes[v]), patches_per_volume, local_range_vox, rng) if is_local
-                            else draw_coarse_centres(_array(volumes[v]), patches_per_volume, rng)
-                            for v, is_local in zip(chosen, local)])
-    else:
-        centres = np.stack([draw_centres(_array(volumes[v]), patches_per_volume, mode, rng, fine_range_vox)
-                            for v in chosen])
+    # Drawn only when asked, so that runs without local groups keep their random stream.
+    local = (rng.random(volumes_per_step) < local_fraction if local_fraction > 0
+             else np.zeros(volumes_per_step, dtype=bool))
+    centres = np.stack([draw_fine_centres(_array(volumes[v]), patches_per_volume, local_range_vox, rng) if is_local
+                        else draw_centres(_array(volumes[v]), patches_per_volume, mode, rng, fine_range_vox)
+                        for v, is_local in zip(chosen, local)])
     return PatchGroups(np.asarray(chosen, dtype=np.int64), centres)
 
 
