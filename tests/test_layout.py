@@ -3,7 +3,7 @@
 Layers, bottom to top (a module may import its own layer or any layer below, never above):
   0  errors, checkpoints, paths, metrics, reporting, plotting, geometry/*
   1  data/*
-  2  rprloc/*, baselines/*, pin/*, detector/*
+  2  rprloc/*, baselines/*, pin/*, detector/*, cc2d/*
   3  settings
   4  evaluation/*
   5  experiments/*
@@ -17,7 +17,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rprloc_core"
 LAYERS = {"errors": 0, "checkpoints": 0, "paths": 0, "metrics": 0, "reporting": 0, "plotting": 0, "geometry": 0,
-          "data": 1, "rprloc": 2, "baselines": 2, "pin": 2, "detector": 2, "settings": 3, "evaluation": 4, "experiments": 5,
+          "data": 1,
+          "rprloc": 2, "baselines": 2, "pin": 2, "detector": 2, "cc2d": 2,
+          "settings": 3, "evaluation": 4, "experiments": 5,
           "gui": 6, "cli": 6, "reproduce": 6, "compare_results": 6}
 
 
