@@ -18,6 +18,8 @@ from pathlib import Path
 
 import tomllib
 
+from rprloc_core.cc2d.config import CC2DTrainConfig, TPLTrainConfig
+from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.detector.config import DetectorTrainConfig
 from rprloc_core.errors import RprlocError
 from rprloc_core.pin.config import PINTrainConfig
@@ -189,6 +191,65 @@ class PinSettings:
     release: str | None = None            # release folder, relative to the project root
 
 
+# per organ, its six extreme points (geometry.landmarks): what CC2D's template and TPL detector hold
+CC2D_LANDMARKS = 6 * len(HAN_ORGANS)
+
+
+def _cc2d_default_tpl() -> TPLTrainConfig:
+    return TPLTrainConfig(n_landmarks=CC2D_LANDMARKS)
+
+
+@dataclass(frozen=True)
+class CC2DSettings:
+    """CC2D (Yao et al. 2021): stage 1 learns multi-scale embeddings from the training split's
+    intensity volumes (no labels), finds a support's landmarks in a query by one-shot search; stage 2
+    (TPL) trains a heatmap detector on stage 1's answers for the training volumes with ONE template
+    (the protocol's first support). Both run on the working grid pooled `downsample` times: stage 1's
+    whole-volume passes make it far too slow at full resolution on a CPU. Sizes in `train` and `tpl`
+    are voxels of that pooled grid. Its own release (stage 2 learned from a labelled template)."""
+    train: CC2DTrainConfig = field(default_factory=CC2DTrainConfig)
+    tpl: TPLTrainConfig = field(default_factory=_cc2d_default_tpl)
+    downsample: int = 2                   # working grid pooled this many times per axis
+    use_tpl: bool = True                  # train and evaluate stage 2 (CC2D); False: stage 1 only (CC2D-SSL)
+    top_k: int = 16                       # TPL prediction: voxels voting per landmark
+    n_train: int | None = None            # training patients used by both stages (None: all)
+    n_validation: int | None = None       # validation patients scored while training (None: all; 0: none)
+    sdr_radii_mm: tuple = (5.0, 10.0, 15.0, 20.0)   # successful detection rate radii of the landmark table
+    release: str | None = None            # release folder, relative to the project root
+
+    def __post_init__(self):
+        def bad(key, message):
+            raise SettingsError(f"cc2d.{key} {message}")
+
+        if not isinstance(self.downsample, int) or self.downsample < 1:
+            bad("downsample", f"must be an integer >= 1, got {self.downsample!r}")
+        if self.top_k < 1:
+            bad("top_k", f"must be >= 1, got {self.top_k}")
+        if self.n_train is not None and self.n_train < 1:
+            bad("n_train", f"must be >= 1 or absent (all), got {self.n_train}")
+        if self.n_validation is not None and self.n_validation < 0:
+            bad("n_validation", f"must be >= 0 or absent (all), got {self.n_validation}")
+        if not self.sdr_radii_mm or min(self.sdr_radii_mm) <= 0:
+            bad("sdr_radii_mm", f"must be radii > 0 mm, got {list(self.sdr_radii_mm)}")
+        for stage in ("train", "tpl"):
+            config = getattr(self, stage)
+            if config.dims != 3:
+                bad(f"{stage}.dims", f"must be 3 (CT volumes), got {config.dims}")
+            for key in ("steps", "batch_size", "val_every", "checkpoint_every"):
+                if getattr(config, key) < 1:
+                    bad(f"{stage}.{key}", f"must be >= 1, got {getattr(config, key)}")
+            if config.lr <= 0:
+                bad(f"{stage}.lr", f"must be > 0, got {config.lr}")
+        if self.train.temperature <= 0:
+            bad("train.temperature", f"must be > 0, got {self.train.temperature}")
+        for key in ("local_window", "val_samples"):
+            if getattr(self.train, key) < 1:
+                bad(f"train.{key}", f"must be >= 1, got {getattr(self.train, key)}")
+        if self.tpl.n_landmarks != CC2D_LANDMARKS:
+            bad("tpl.n_landmarks", f"must be {CC2D_LANDMARKS} (six extreme points x {len(HAN_ORGANS)} organs), "
+                                   f"got {self.tpl.n_landmarks}")
+
+
 @dataclass(frozen=True)
 class Settings:
     name: str
@@ -202,6 +263,7 @@ class Settings:
     weights: WeightsSettings = field(default_factory=WeightsSettings)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
     pin: PinSettings = field(default_factory=PinSettings)
+    cc2d: CC2DSettings = field(default_factory=CC2DSettings)
     # (dotted key, value) pairs applied on top of the file; a record only (their effect is in the
     # fields above), so not part of equality or the hash (values may be lists)
     overrides: tuple = field(default=(), compare=False)
@@ -283,7 +345,12 @@ def _build(cls, values: dict, where: str):
                and f.default_factory is dataclasses.MISSING]
     if missing:
         raise SettingsError(f"{where}: missing setting(s) {', '.join(missing)}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except SettingsError:
+        raise
+    except ValueError as error:     # a method's own config refusing a value: say where it came from
+        raise SettingsError(f"{where}: {error}") from error
 
 
 def _plain(value):
