@@ -13,4 +13,5 @@ indices (z, y, x)).
     training    stage 1: self-supervised training on unlabelled images
     inference   stage 1: template landmarks -> multiplied per-scale cosine maps -> argmax
     tpl         stage 2: disk heatmap + offset targets, detector, its training and majority vote
+    cephalometric  the paper's own 2D setting: ISBI 2015 landmark cases -> training, prediction, MRE / SDR
 """
