@@ -122,7 +122,8 @@ def read(settings, support_id: str, query_id: str, strategy: str = "extreme") ->
 
 
 def stage_points(run: PairPredictions, stage: str, k: int) -> np.ndarray:
-    """Predicted points (P, 3) after `stage` (one of STAGES[1:], or DEFAULT_STAGE: its K runs) with K runs."""
+    """Predicted points (P, 3) after `stage` (one of STAGES[1:]) with K runs, or of the default schedule
+    (DEFAULT_STAGE, run with the profile's K)."""
     if stage == DEFAULT_STAGE:
         return run["default_points_mm"]
     return stage_runs(run, stage, k).mean(axis=0)
