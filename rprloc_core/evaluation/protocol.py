@@ -15,7 +15,7 @@ import numpy as np
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.data.preprocess import PreprocessedCase
-from rprloc_core.geometry.landmarks import landmarks
+from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, landmarks
 
 
 @dataclass(frozen=True)
@@ -88,3 +88,15 @@ def case_rng(seed: int, *names: str) -> np.random.Generator:
     """A generator seeded by the run seed and the case names: the same query and support always
     get the same random starts, whatever order they are evaluated in."""
     return np.random.default_rng([seed, *(zlib.crc32(n.encode()) for n in names)])
+
+
+def landmark_names(organs=HAN_ORGANS) -> list[str]:
+    """'<organ> <point>' for the six extreme points of each organ, in the project's order (the
+    landmarks of the landmark methods, PIN and CC2D)."""
+    return [f"{organ} {point}" for organ in organs for point in EXTREME_POINT_NAMES]
+
+
+def true_landmarks(settings, query_id: str) -> dict[str, np.ndarray]:
+    """landmark name -> its true position (3,) mm in the query, for the organs it has."""
+    points = organ_landmarks_mm(dataset.load_case(settings, query_id), HAN_ORGANS, "extreme")
+    return {f"{organ} {p}": points[organ][i] for organ in points for i, p in enumerate(EXTREME_POINT_NAMES)}

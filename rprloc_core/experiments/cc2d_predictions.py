@@ -46,10 +46,9 @@ from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.errors import DataError
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
-from rprloc_core.evaluation.protocol import one_shot_protocol, organ_landmarks_mm
+from rprloc_core.evaluation.protocol import landmark_names, one_shot_protocol, organ_landmarks_mm, true_landmarks
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments import models, training_cli, weights
-from rprloc_core.experiments.pin_predictions import landmark_names, true_landmarks
 from rprloc_core.geometry.volume import Volume
 
 NAME = "cc2d"

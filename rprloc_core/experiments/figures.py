@@ -24,6 +24,7 @@ import SimpleITK as sitk
 from rprloc_core.data import cases, dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.data.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, intensity_map
+from rprloc_core.evaluation.protocol import true_landmarks
 from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import (
     detector_predictions,
@@ -595,9 +596,9 @@ def pin_convergence(settings, queries, landmark: str | None = None, rule: str = 
     (filled), their mean (the prediction, star) and the truth (cross), on three orthogonal slices
     through the true landmark of the first of `queries` that has the landmark's organ."""
     landmark = landmark or settings.pin.variants_landmark
-    query_id = next(q for q in queries if landmark in pin_predictions.true_landmarks(settings, q))
+    query_id = next(q for q in queries if landmark in true_landmarks(settings, q))
     query = dataset.load_case(settings, query_id)
-    truth_mm = pin_predictions.true_landmarks(settings, query_id)[landmark]
+    truth_mm = true_landmarks(settings, query_id)[landmark]
     model = pin_predictions.released_shape_model(settings)
     train_landmarks = pin_predictions.training_landmarks(settings)
     predicted, path = pin_predictions.run_network(settings, query.volume, pin_predictions.network_file_name(landmark),

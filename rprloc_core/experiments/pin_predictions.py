@@ -38,10 +38,10 @@ from rprloc_core.data.preprocess import load_preprocessed, preprocess_case
 from rprloc_core.errors import DataError
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
-from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
+from rprloc_core.evaluation.protocol import case_rng, landmark_names, organ_landmarks_mm, true_landmarks
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments import models, training_cli, weights
-from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_point_axis
+from rprloc_core.geometry.landmarks import extreme_point_axis
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import PINTrainConfig
 from rprloc_core.pin.shape_model import ShapeModel, fit_shape_model
@@ -54,11 +54,6 @@ MULTIPLE_LABEL = "PIN-Multiple (supervised, trained here)"
 VARIANTS = {"PIN1": ("C", "A"), "PIN2": ("R", "B"), "PIN3": ("C+R", "A"), "PIN4": ("C+R", "B"),
             "PIN5": ("C+R", "C")}
 SHAPE_CLIP_SD = 3.0            # PIN-Multiple's states stay within this many SDs of each mode
-
-
-def landmark_names(organs=HAN_ORGANS) -> list[str]:
-    """'<organ> <point>' for the six extreme points of each organ, in the project's order."""
-    return [f"{organ} {point}" for organ in organs for point in EXTREME_POINT_NAMES]
 
 
 def network_file_name(landmark: str, loss: str = "C+R") -> str:
@@ -354,13 +349,6 @@ def predict_all(settings, queries, parallel: bool = True, progress: bool = True)
 
 
 # ------------------------------------------------------------------------------------- scoring
-
-def true_landmarks(settings, query_id: str) -> dict[str, np.ndarray]:
-    """landmark name -> its true position (3,) mm in the query, for the organs it has."""
-    case = dataset.load_case(settings, query_id)
-    points = organ_landmarks_mm(case, HAN_ORGANS, "extreme")
-    return {f"{organ} {p}": points[organ][i] for organ in points for i, p in enumerate(EXTREME_POINT_NAMES)}
-
 
 def _error(point, truth, landmark) -> dict:
     """Euclidean error, and the error along the axis the point bounds the box on ("Mandible z_min")."""
