@@ -12,7 +12,13 @@ import torch.nn.functional as F
 
 from rprloc_core.cc2d.augment import crop_start, random_crop
 from rprloc_core.cc2d.config import CC2DTrainConfig, TPLTrainConfig
-from rprloc_core.cc2d.inference import localize_landmarks, similarity_maps
+from rprloc_core.cc2d.inference import (
+    localize_landmarks,
+    localize_scale_subsets,
+    similarity_maps,
+    template_vectors,
+    unit_cosine,
+)
 from rprloc_core.cc2d.loss import cell_of, embedding_at, scale_losses, ssl_loss, window_around
 from rprloc_core.cc2d.network import CascadeEncoder, pad_to_multiple, scale_shape
 from rprloc_core.cc2d.tpl import (
@@ -181,6 +187,27 @@ def test_localize_finds_a_translated_copys_landmarks_exactly(shape, shift, point
     all_maps = similarity_maps(model, query, template, points)
     assert all_maps.shape == (len(points), 3, *shape)
     np.testing.assert_allclose(all_maps[1], maps, atol=1e-6)
+
+
+def test_scale_subsets_share_one_pass_and_match_each_product():
+    shape, points = (24, 32, 32), np.array([(8, 12, 9), (11, 17, 13), (12, 19, 14)])
+    template = texture(shape, seed=2)
+    query = np.roll(template, (2, 3, -5), axis=(0, 1, 2))
+    model = LocalContent(3)
+    vectors = template_vectors(model, template, points)
+    subsets = [(0, 1, 2), (1, 2), (2,)]
+    found = localize_scale_subsets(model, query, vectors, subsets, landmarks_per_batch=2)
+    np.testing.assert_array_equal(found[0], localize_landmarks(model, query, template, points))
+    maps = similarity_maps(model, query, template, points)            # (P, scales, *shape)
+    for subset, points_found in zip(subsets, found):
+        expected = [np.unravel_index(np.argmax(m[list(subset)].prod(0)), shape) for m in maps]
+        np.testing.assert_array_equal(points_found, np.array(expected))
+
+
+def test_unit_cosine_equals_torch_cosine_similarity():
+    qmap, vectors = torch.randn(16, 5, 6, 7), torch.randn(4, 16)
+    expected = F.cosine_similarity(qmap[None], vectors[:, :, None, None, None], dim=1)
+    torch.testing.assert_close(unit_cosine(qmap, vectors), expected, atol=1e-6, rtol=1e-5)
 
 
 def test_localize_works_with_the_real_encoder_in_2d_and_3d():

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from rprloc_core.cc2d.loss import cosine_map, embedding_at
+from rprloc_core.cc2d.loss import embedding_at
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -52,6 +52,17 @@ def _template_vectors(template_maps: Sequence[torch.Tensor], points_idx) -> list
     return embedding_at([m[None].expand(len(points), *m.shape) for m in template_maps], points)
 
 
+def unit_cosine(qmap: torch.Tensor, vectors: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity (P, *cells) of P vectors (P, L) with every cell of one map (L, *cells):
+    both sides normalised once, then one matrix product (the same numbers as `cosine_map` on the
+    map repeated P times, which normalised the whole map once per landmark)."""
+    cells = qmap.shape[1:]
+    flat = qmap.reshape(len(qmap), -1)
+    flat = flat / flat.norm(dim=0, keepdim=True).clamp(min=eps)
+    unit = vectors / vectors.norm(dim=1, keepdim=True).clamp(min=eps)
+    return (unit @ flat).reshape(len(vectors), *cells)
+
+
 def scale_maps(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tensor], shape) -> torch.Tensor:
     """The clipped, upsampled cosine maps (n_scales, P, *shape) of P landmark vectors (per scale
     (P, L)) over one query's maps (per scale (L, *cells)); `shape` is the query image's."""
@@ -59,22 +70,31 @@ def scale_maps(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tenso
     mode = "bilinear" if len(shape) == 2 else "trilinear"
     out = []
     for s, (qmap, vec) in enumerate(zip(query_maps, vectors)):
-        cos = cosine_map(qmap[None].expand(len(vec), *qmap.shape), vec)[:, None]            # (P, 1, *cells)
+        cos = unit_cosine(qmap, vec)[:, None]                                               # (P, 1, *cells)
         if s > 0:
             cos = F.interpolate(cos, size=tuple(n * 2 ** s for n in cos.shape[2:]), mode=mode, align_corners=False)
         out.append(cos[(slice(None), 0, *(slice(0, n) for n in shape))].clamp(0, 1))
     return torch.stack(out)
 
 
+def locate_subsets(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tensor], shape, subsets,
+                   landmarks_per_batch: int = 8) -> list[np.ndarray]:
+    """For each subset of scale indices (0 = finest), the argmax (P, dims) int64 of the product of
+    those scales' `scale_maps`: one pass over the maps serves every subset (the scale ablation)."""
+    shape = tuple(int(s) for s in shape)
+    found = [[] for _ in subsets]
+    for start in range(0, len(vectors[0]), landmarks_per_batch):
+        maps = scale_maps(query_maps, [v[start:start + landmarks_per_batch] for v in vectors], shape)
+        for out, subset in zip(found, subsets):
+            flat = maps[list(subset)].prod(0).reshape(maps.shape[1], -1).argmax(1).cpu().numpy()
+            out.append(np.stack(np.unravel_index(flat, shape), axis=1))
+    return [np.concatenate(f).astype(np.int64) for f in found]
+
+
 def locate(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tensor], shape,
            landmarks_per_batch: int = 8) -> np.ndarray:
-    """Argmax (P, dims) int64 of the product over scales of `scale_maps`, in batches of landmarks."""
-    found = []
-    for start in range(0, len(vectors[0]), landmarks_per_batch):
-        product = scale_maps(query_maps, [v[start:start + landmarks_per_batch] for v in vectors], shape).prod(0)
-        flat = product.reshape(len(product), -1).argmax(1).cpu().numpy()
-        found.append(np.stack(np.unravel_index(flat, tuple(int(s) for s in shape)), axis=1))
-    return np.concatenate(found).astype(np.int64)
+    """Argmax (P, dims) int64 of the product over all scales of `scale_maps`, in batches of landmarks."""
+    return locate_subsets(query_maps, vectors, shape, [range(len(query_maps))], landmarks_per_batch)[0]
 
 
 @torch.inference_mode()
@@ -88,6 +108,14 @@ def localize_with_vectors(model: torch.nn.Module, query_image, vectors: Sequence
                           landmarks_per_batch: int = 8) -> np.ndarray:
     """Predicted voxels (P, dims) in the query for landmark embeddings from `template_vectors`."""
     return locate(_embed(model, query_image), vectors, np.shape(query_image), landmarks_per_batch)
+
+
+@torch.inference_mode()
+def localize_scale_subsets(model: torch.nn.Module, query_image, vectors: Sequence[torch.Tensor], subsets,
+                           landmarks_per_batch: int = 8) -> list[np.ndarray]:
+    """`localize_with_vectors` once per subset of scales (0 = finest): predicted voxels (P, dims)
+    per subset, the query embedded once."""
+    return locate_subsets(_embed(model, query_image), vectors, np.shape(query_image), subsets, landmarks_per_batch)
 
 
 @torch.inference_mode()
