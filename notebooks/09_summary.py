@@ -20,7 +20,9 @@
 # `results/<profile>/tables/` (`rprloc_core.experiments.summary`), so it cannot disagree with them,
 # and it runs in seconds. Every method used the same supports, queries, metrics and timing harness;
 # times are seconds per organ on one CPU thread, each method timed alone (the paper's: its GPU).
-# CC2D is not implemented yet (an open issue). Supervised rows: the paper's Retina U-Net (the
+# CC2D-SSL and CC2D (notebook 06) are the other one-shot method of 2021, landmarks found by
+# self-supervised embeddings (their seconds, like PIN's, were measured while predicting, one thread
+# per worker). Supervised rows: the paper's Retina U-Net (the
 # paper's number only), and two references trained here on the training split's masks, the
 # detector of notebook 08 and PIN of notebook 07. The README's results section is this notebook's
 # `summary.md`, rewritten by `make reproduce`.

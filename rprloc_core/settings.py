@@ -215,11 +215,21 @@ class CC2DSettings:
     n_train: int | None = None            # training patients used by both stages (None: all)
     n_validation: int | None = None       # validation patients scored while training (None: all; 0: none)
     sdr_radii_mm: tuple = (5.0, 10.0, 15.0, 20.0)   # successful detection rate radii of the landmark table
+    # the training ablation (experiments.cc2d_ablation): stage 1 retrained this many steps per variant
+    ablation_steps: int = 250
+    ablation_lengths: tuple = (8, 16, 32)           # embedding lengths L tried
+    ablation_windows: tuple = (5, 9, 13)            # local windows (cells per axis) tried
     release: str | None = None            # release folder, relative to the project root
 
     def __post_init__(self):
         def bad(key, message):
             raise SettingsError(f"cc2d.{key} {message}")
+
+        if self.ablation_steps < 1:
+            bad("ablation_steps", f"must be >= 1, got {self.ablation_steps}")
+        for key in ("ablation_lengths", "ablation_windows"):
+            if not getattr(self, key) or min(getattr(self, key)) < 1:
+                bad(key, f"must be values >= 1, got {list(getattr(self, key))}")
 
         if not isinstance(self.downsample, int) or self.downsample < 1:
             bad("downsample", f"must be an integer >= 1, got {self.downsample!r}")

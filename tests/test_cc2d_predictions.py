@@ -179,6 +179,52 @@ def test_every_pair_is_predicted_inside_the_query_and_scored(trained):
         ssl.groupby(["support", "query", ssl.landmark.str.split().str[0]]).error_mm.mean().mean(), rel=1e-6)
 
 
+def test_the_scale_ablation_leaves_out_one_scale_at_a_time_and_its_full_row_is_cc2d_ssl(trained):
+    tmp, settings, _ = trained
+    if not weights.is_release(tmp / "release"):
+        cc2d.publish(settings)
+    release = released(tmp)
+    protocol = one_shot_protocol(release)
+    cc2d.predict_all(release, protocol, parallel=False, progress=False)
+    n = release.cc2d.train.n_scales
+    subsets = cc2d.scale_subsets(release)
+    assert list(subsets.values()) == [tuple(range(n))] + [tuple(i for i in range(n) if i != s) for s in range(n)]
+    assert "without scale 1 (6 x 6 x 6 mm cells)" in subsets              # smoke: 3 mm voxels pooled 2x
+    table = cc2d.scale_ablation(release, protocol).set_index("scales")
+    assert list(table.index) == list(subsets)
+    ssl_rows = cc2d.score(release, protocol)
+    ssl_rows = ssl_rows[ssl_rows.method == cc2d.SSL_LABEL]
+    landmarks = cc2d.landmark_table(cc2d.landmark_errors(release, protocol), release.cc2d.sdr_radii_mm)
+    assert table.loc["all scales", "iou_pct"] == pytest.approx(ssl_rows.iou_pct.mean(), rel=1e-9)
+    assert table.loc["all scales", "mre_mm"] == pytest.approx(landmarks.set_index("method").loc[cc2d.SSL_LABEL,
+                                                                                                  "mre_mm"], rel=1e-9)
+    assert np.isfinite(table[["iou_pct", "awd_mm", "mre_mm"]].to_numpy()).all()
+
+
+def test_training_ablation_changes_one_setting_per_variant_and_is_released(trained, tmp_path, monkeypatch):
+    from rprloc_core.experiments import cc2d_ablation
+
+    tmp, settings, _ = trained
+    shutil.copytree(tmp / "data", tmp_path / "data")
+    monkeypatch.setenv("RPRLOC_DATA_DIR", str(tmp_path / "data"))
+    cc2d._material.cache_clear()
+    variants = cc2d_ablation.variants(settings)
+    base = next(iter(variants.values()))
+    assert len(variants) == 3 and all(c.steps == settings.cc2d.ablation_steps for c in variants.values())
+    for config in list(variants.values())[1:]:
+        changed = {k for k, v in config.to_dict().items() if base.to_dict()[k] != v}
+        assert len(changed) == 1 and changed <= {"embedding_length", "local_window"}
+    table = cc2d_ablation.run(settings, parallel=False, progress=False)
+    assert list(table.variant) == list(variants) and (table.steps == settings.cc2d.ablation_steps).all()
+    assert np.isfinite(table[["iou_pct", "awd_mm", "mre_mm", "train_minutes"]].to_numpy(float)).all()
+    assert cc2d_ablation.train_variant(settings, table.variant[1])["stopped"] == "finished earlier"
+    release = tmp_path / "release"
+    cc2d.publish(load_settings("smoke", {"cc2d.release": str(release)}))
+    shown = cc2d.training_ablation(released(tmp_path, release))
+    assert shown is not None and list(shown.variant) == list(table.variant)
+    np.testing.assert_allclose(shown.iou_pct, table.iou_pct)
+
+
 def test_a_longer_run_resumes_stage1_and_starts_stage2_afresh(trained, tmp_path, monkeypatch):
     tmp, settings, _ = trained
     shutil.copytree(tmp / "data", tmp_path / "data")                # the other tests keep their models

@@ -14,9 +14,9 @@ from rprloc_core.data.preprocess import PreprocessParams, load_preprocessed, pre
 from rprloc_core.detector.boxes import detect, face_centres
 from rprloc_core.detector.network import DetectorNet
 from rprloc_core.errors import DataError
-from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
+from rprloc_core.evaluation.protocol import case_rng, one_shot_protocol, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_prediction
-from rprloc_core.experiments import detector_predictions, models, pin_predictions, weights
+from rprloc_core.experiments import cc2d_predictions, detector_predictions, models, pin_predictions, weights
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 from rprloc_core.rprloc.pnet import PNet
@@ -236,3 +236,57 @@ def test_released_pin_reaches_its_bound_and_an_untrained_one_does_not(validation
     released, untrained = pin_single_error(validation_cases), pin_single_error(validation_cases, untrained=True)
     print(json.dumps({"pin_single_error_mm": released, "untrained_mm": untrained, "bound_mm": PIN_BOUND_MM}))
     assert released <= PIN_BOUND_MM < untrained
+
+
+# ------------------------------------------------------------------------------ CC2D's release
+
+CC2D_RELEASE = cc2d_predictions.release_dir(SETTINGS)
+# Mean landmark error (mm) of the released CC2D-SSL over the extreme points of the organs of three
+# validation patients (support: the first of the first four validation patients with all four
+# organs): BOUND_SET_BELOW.
+CC2D_SSL_BOUND_MM = None
+
+
+def test_cc2d_release_is_whole_and_documented():
+    manifest = assert_release_files(CC2D_RELEASE, 5 * 2 ** 20)
+    assert set(manifest["models"]) == {"ssl", "tpl"}
+    for stage, config in (("ssl", SETTINGS.cc2d.train), ("tpl", SETTINGS.cc2d.tpl)):
+        entry = manifest["models"][stage]
+        assert entry["training"] == config.to_dict() and entry["summary"]["steps"] == config.steps, stage
+        assert entry["history"] and "val_error_vox" in entry["history"][-1], stage
+    assert manifest["cc2d"]["downsample"] == SETTINGS.cc2d.downsample and manifest["torch"].startswith("2.13")
+    assert manifest["template"] == one_shot_protocol(SETTINGS).supports[0]
+    assert manifest["data_split"]["train"] and manifest["data_split"]["validation"]
+    variants = [row["variant"] for row in manifest["training_ablation"]]
+    assert len(variants) == 5 and all(row["steps"] == SETTINGS.cc2d.ablation_steps
+                                      for row in manifest["training_ablation"])
+
+
+def cc2d_ssl_error(encoder, validation_cases) -> float:
+    from rprloc_core.cc2d.inference import localize_with_vectors, template_vectors
+
+    support = next(c for c in validation_cases if all(o in c.labels for o in HAN_ORGANS))
+    grid = support.volume.downsample(SETTINGS.cc2d.downsample)
+    points = np.concatenate([organ_landmarks_mm(support, HAN_ORGANS)[o] for o in HAN_ORGANS])
+    vectors = template_vectors(encoder, grid.array, cc2d_predictions.to_index(grid, points))
+    errors = []
+    for query in [c for c in validation_cases if c is not support][:3]:
+        query_grid = query.volume.downsample(SETTINGS.cc2d.downsample)
+        found = cc2d_predictions.to_case_mm(query_grid, query.volume,
+                                            localize_with_vectors(encoder, query_grid.array, vectors))
+        truth = organ_landmarks_mm(query, HAN_ORGANS)
+        errors += [float(np.linalg.norm(found[6 * i + j] - truth[organ][j]))
+                   for i, organ in enumerate(HAN_ORGANS) if organ in truth for j in range(6)]
+    return float(np.mean(errors))
+
+
+@pytest.mark.realdata
+def test_released_cc2d_reaches_its_bound_and_an_untrained_one_does_not(validation_cases):
+    from rprloc_core.cc2d.network import CascadeEncoder
+
+    encoder = cc2d_predictions.load(SETTINGS, "ssl")
+    released = cc2d_ssl_error(encoder, validation_cases)
+    torch.manual_seed(0)
+    untrained = cc2d_ssl_error(CascadeEncoder(**encoder.config).eval(), validation_cases)
+    print(json.dumps({"cc2d_ssl_error_mm": released, "untrained_mm": untrained, "bound_mm": CC2D_SSL_BOUND_MM}))
+    assert released <= CC2D_SSL_BOUND_MM < untrained

@@ -37,7 +37,8 @@ def as_input(image, device) -> torch.Tensor:
     return tensor[None, None]
 
 
-def _embed(model: torch.nn.Module, image) -> list[torch.Tensor]:
+@torch.inference_mode()
+def embed(model: torch.nn.Module, image) -> list[torch.Tensor]:
     """The image's maps per scale (L, *cells), finest first, with the model in eval mode."""
     was_training = model.training
     model.eval()
@@ -77,6 +78,7 @@ def scale_maps(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tenso
     return torch.stack(out)
 
 
+@torch.inference_mode()
 def locate_subsets(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tensor], shape, subsets,
                    landmarks_per_batch: int = 8) -> list[np.ndarray]:
     """For each subset of scale indices (0 = finest), the argmax (P, dims) int64 of the product of
@@ -100,14 +102,14 @@ def locate(query_maps: Sequence[torch.Tensor], vectors: Sequence[torch.Tensor], 
 @torch.inference_mode()
 def template_vectors(model: torch.nn.Module, template_image, template_points_idx) -> list[torch.Tensor]:
     """The template landmarks' embeddings per scale (P, L), finest first (embeds the template once)."""
-    return _template_vectors(_embed(model, template_image), template_points_idx)
+    return _template_vectors(embed(model, template_image), template_points_idx)
 
 
 @torch.inference_mode()
 def localize_with_vectors(model: torch.nn.Module, query_image, vectors: Sequence[torch.Tensor],
                           landmarks_per_batch: int = 8) -> np.ndarray:
     """Predicted voxels (P, dims) in the query for landmark embeddings from `template_vectors`."""
-    return locate(_embed(model, query_image), vectors, np.shape(query_image), landmarks_per_batch)
+    return locate(embed(model, query_image), vectors, np.shape(query_image), landmarks_per_batch)
 
 
 @torch.inference_mode()
@@ -115,7 +117,7 @@ def localize_scale_subsets(model: torch.nn.Module, query_image, vectors: Sequenc
                            landmarks_per_batch: int = 8) -> list[np.ndarray]:
     """`localize_with_vectors` once per subset of scales (0 = finest): predicted voxels (P, dims)
     per subset, the query embedded once."""
-    return locate_subsets(_embed(model, query_image), vectors, np.shape(query_image), subsets, landmarks_per_batch)
+    return locate_subsets(embed(model, query_image), vectors, np.shape(query_image), subsets, landmarks_per_batch)
 
 
 @torch.inference_mode()
@@ -126,7 +128,7 @@ def localize_landmarks(model: torch.nn.Module, query_image, template_image, temp
     maps (n_scales, *query shape) float32 numpy, finest first (their product is what the argmax
     was taken of): returns (indices, maps)."""
     vectors = template_vectors(model, template_image, template_points_idx)
-    query_maps = _embed(model, query_image)
+    query_maps = embed(model, query_image)
     found = locate(query_maps, vectors, np.shape(query_image), landmarks_per_batch)
     if return_maps_for is None:
         return found
@@ -141,5 +143,5 @@ def similarity_maps(model: torch.nn.Module, image, template_image, template_poin
     float32, finest scale first. For drawing: it holds P x n_scales full-size maps (a 3D volume
     of 2 M voxels: 40 MB per landmark with five scales)."""
     vectors = template_vectors(model, template_image, template_points_idx)
-    maps = scale_maps(_embed(model, image), vectors, np.shape(image))
+    maps = scale_maps(embed(model, image), vectors, np.shape(image))
     return maps.transpose(0, 1).float().cpu().numpy()

@@ -57,7 +57,7 @@ SSL_LABEL = "CC2D-SSL (one-shot)"
 TPL_LABEL = "CC2D (one-shot, TPL)"
 LABELS = {"ssl": SSL_LABEL, "tpl": TPL_LABEL}
 # Part of every cached prediction's key: raise it when the way predictions are made changes.
-PREDICTION_VERSION = 1
+PREDICTION_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------- grid
@@ -145,18 +145,18 @@ def release_dir(settings) -> Path:
     return weights.release_dir(settings.cc2d.release)
 
 
-def _saved(path: Path) -> dict | None:
+def saved_checkpoint(path: Path) -> dict | None:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
-def _finished(folder: Path, config) -> bool:
+def finished(folder: Path, config) -> bool:
     """Whether the run in `folder` reached config.steps with these settings (a run with other
     settings is not finished: training it again refuses, naming what changed)."""
     from rprloc_core.cc2d.config import RESUMABLE_CHANGES
 
-    saved = _saved(folder / "last.pt")
+    saved = saved_checkpoint(folder / "last.pt")
     if saved is None or saved["step"] < config.steps:
         return False
     fixed = {k: v for k, v in config.to_dict().items() if k not in RESUMABLE_CHANGES}
@@ -184,8 +184,8 @@ def train_stage1(settings, progress: bool = True) -> dict:
     from rprloc_core.cc2d.training import train_ssl
 
     folder, config = trained_dir(settings) / "ssl", settings.cc2d.train
-    if _finished(folder, config):
-        return {"name": "ssl", "steps": _saved(folder / "last.pt")["step"], "stopped": "finished earlier"}
+    if finished(folder, config):
+        return {"name": "ssl", "steps": saved_checkpoint(folder / "last.pt")["step"], "stopped": "finished earlier"}
     validation = arrays(material(settings, "validation")) or None
     summary = train_ssl(arrays(material(settings, "train")), config, folder, progress=progress, validation=validation)
     return {"name": "ssl", **summary}
@@ -223,8 +223,8 @@ def train_stage2(settings, progress: bool = True) -> dict:
     from rprloc_core.cc2d.tpl import train_tpl
 
     folder, config = tpl_dir(settings), settings.cc2d.tpl
-    if _finished(folder, config):
-        return {"name": "tpl", "steps": _saved(folder / "last.pt")["step"], "stopped": "finished earlier"}
+    if finished(folder, config):
+        return {"name": "tpl", "steps": saved_checkpoint(folder / "last.pt")["step"], "stopped": "finished earlier"}
     labels = pseudo_labels(settings, progress)
     validation = (arrays(material(settings, "validation")), list(labels["validation"])) \
         if len(labels["validation"]) else None
@@ -239,7 +239,7 @@ def train(settings, parallel: bool = False, progress: bool = True) -> list[dict]
     summaries = [train_stage1(settings, progress)]
     if not settings.cc2d.use_tpl:
         return summaries
-    if not _finished(trained_dir(settings) / "ssl", settings.cc2d.train):
+    if not finished(trained_dir(settings) / "ssl", settings.cc2d.train):
         return summaries + [{"name": "tpl", "stopped": "waits for stage 1 to finish (run again to resume)"}]
     return summaries + [train_stage2(settings, progress)]
 
@@ -283,10 +283,25 @@ def history(settings) -> pd.DataFrame:
             entries = []                     # stage 2 cannot have started
         else:
             folder = trained_dir(settings) / "ssl" if stage == "ssl" else tpl_dir(settings)
-            saved = _saved(folder / "last.pt")
+            saved = saved_checkpoint(folder / "last.pt")
             entries = saved["history"] if saved else []
         rows += [{"stage": stage, **entry} for entry in entries]
     return pd.DataFrame(rows)
+
+
+def ablation_table_path(settings) -> Path:
+    """The training ablation's table (experiments.cc2d_ablation writes it; `publish` releases it)."""
+    return trained_dir(settings) / "ablation" / "training_ablation.csv"
+
+
+def training_ablation(settings) -> pd.DataFrame | None:
+    """The training ablation's table: the release's (its manifest) or the one made here; None when
+    there is none."""
+    if models.uses_release(settings):
+        rows = weights.read_manifest(release_dir(settings)).get("training_ablation")
+        return pd.DataFrame(rows) if rows else None
+    path = ablation_table_path(settings)
+    return pd.read_csv(path) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------- release
@@ -296,7 +311,7 @@ def _stage_entry(settings, stage: str, folder: Path, staging: Path, extra: dict)
     from rprloc_core.rprloc.pnet import atomic_torch_save
 
     config = settings.cc2d.train if stage == "ssl" else settings.cc2d.tpl
-    last, best = _saved(folder / "last.pt"), _saved(folder / "best.pt")
+    last, best = saved_checkpoint(folder / "last.pt"), saved_checkpoint(folder / "best.pt")
     if last is None or best is None or last["step"] < config.steps:
         raise DataError(folder, f"CC2D {stage} is not trained to its {config.steps} steps: train or resume it "
                                 "before publishing")
@@ -329,6 +344,8 @@ def publish(settings, overwrite: bool = False) -> dict:
                                            "one template (the first one-shot support, a validation patient)",
                             "train": split_ids(settings, "train"), "validation": split_ids(settings, "validation")},
              "cc2d_settings": {k: v for k, v in settings.to_dict()["cc2d"].items() if k != "release"}}
+    if ablation_table_path(settings).is_file():
+        about["training_ablation"] = pd.read_csv(ablation_table_path(settings)).to_dict("records")
     return weights.write_release(release_dir(settings), entries, about, overwrite=overwrite)
 
 
@@ -386,18 +403,34 @@ def pairs(settings, stage: str, protocol=None) -> list[tuple[str, str]]:
     return [(template_id(settings), q) for q in protocol.queries]
 
 
-def predict_ssl(settings, support_id: str, query_id: str) -> tuple[np.ndarray, float]:
+def scale_subsets(settings) -> dict[str, tuple[int, ...]]:
+    """The scale ablation (the paper's Table 3): label -> scales (0 = finest) multiplied. All
+    scales, then each one left out; labels give the cell size of the scale left out."""
+    n = load(settings, "ssl").n_scales
+    spacing = np.asarray(settings.preprocess.spacing_zyx, float) * settings.cc2d.downsample
+    subsets = {"all scales": tuple(range(n))}
+    for s in range(n):
+        cell = " x ".join(f"{v:g}" for v in spacing * 2 ** s)
+        subsets[f"without scale {s + 1} ({cell} mm cells)"] = tuple(i for i in range(n) if i != s)
+    return subsets
+
+
+def predict_ssl(settings, support_id: str, query_id: str) -> tuple[np.ndarray, float, np.ndarray]:
     """The support's 24 landmarks found in the query by stage 1: (mm (24, 3), wall seconds from the
-    full-grid query to mm, the support's embeddings already made)."""
-    from rprloc_core.cc2d.inference import localize_with_vectors
+    full-grid query to mm, the support's embeddings already made; the scale ablation's answers
+    (n_subsets, 24, 3) mm from the same query maps, not timed)."""
+    from rprloc_core.cc2d.inference import embed, locate, locate_subsets
 
     model = load(settings, "ssl")
     vectors = support_vectors(settings, support_id, weights.file_sha256(model_file(settings, "ssl")))
     volume = dataset.load_case(settings, query_id).volume
     start = time.perf_counter()
     grid = pooled(settings, volume)
-    points = to_case_mm(grid, volume, localize_with_vectors(model, grid.array, vectors))
-    return points, time.perf_counter() - start
+    maps = embed(model, grid.array)
+    points = to_case_mm(grid, volume, locate(maps, vectors, grid.shape))
+    wall = time.perf_counter() - start
+    ablation = locate_subsets(maps, vectors, grid.shape, list(scale_subsets(settings).values()))
+    return points, wall, np.stack([to_case_mm(grid, volume, found) for found in ablation])
 
 
 def predict_tpl_query(settings, query_id: str) -> tuple[np.ndarray, float]:
@@ -417,8 +450,9 @@ def predict_query(settings, query_id: str, supports) -> None:
     store = cache(settings, "ssl")
     for support_id in supports:
         if not store.has(support_id, query_id):
-            points, wall = predict_ssl(settings, support_id, query_id)
-            store.write(support_id, query_id, organ_of_point(), points_mm=points, wall_s=np.array(wall))
+            points, wall, ablation = predict_ssl(settings, support_id, query_id)
+            store.write(support_id, query_id, organ_of_point(), points_mm=points, wall_s=np.array(wall),
+                        ablation_points_mm=ablation)
     if settings.cc2d.use_tpl:
         store = cache(settings, "tpl")
         if not store.has(template_id(settings), query_id):
@@ -437,37 +471,85 @@ def predict_all(settings, protocol=None, parallel: bool = True, progress: bool =
         run_jobs(predict_query, jobs, "CC2D queries", parallel=parallel, progress=progress)
 
 
+def similarity_example(settings, support_id: str, query_id: str, landmark: str) -> dict:
+    """What the similarity-maps figure draws for one of the support's landmarks in a query, all on
+    the pooled grids: the support's image and the landmark (voxels), the query's image, the clipped
+    upsampled cosine map of every scale (n_scales, *shape; finest first), the prediction and the
+    query's true landmark (voxels)."""
+    from rprloc_core.cc2d.inference import localize_landmarks
+
+    index = landmark_names().index(landmark)
+    support_image, support_idx = template(settings, support_id)
+    query = dataset.load_case(settings, query_id)
+    grid = pooled(settings, query.volume)
+    found, maps = localize_landmarks(load(settings, "ssl"), grid.array, support_image, support_idx[index:index + 1],
+                                     return_maps_for=0)
+    truth = true_landmarks(settings, query_id).get(landmark)
+    return {"landmark": landmark, "support": support_id, "query": query_id, "support_image": support_image,
+            "support_idx": support_idx[index], "query_image": grid.array, "maps": maps, "found_idx": found[0],
+            "true_idx": None if truth is None else to_index(grid, truth[None])[0],
+            "spacing": grid.spacing, "error_mm": None if truth is None else
+            float(np.linalg.norm(to_case_mm(grid, query.volume, found)[0] - truth))}
+
+
 # ------------------------------------------------------------------------------------- scoring
 
-def score(settings, protocol=None) -> pd.DataFrame:
-    """Per (method, support, query, organ) box metrics of the predicted extreme points, like
-    RPR-Loc's rows; time_s = the pair's wall time / the organs predicted (four)."""
-    rows = []
+def stage_runs(settings, protocol=None):
+    """(method label, support, query, organ of each point, points (24, 3) mm, seconds per organ) of
+    every cached pair of every stage."""
     for stage in stages(settings):
         store = cache(settings, stage)
         for support_id, query_id in pairs(settings, stage, protocol):
             run = store.read(support_id, query_id)
-            case = dataset.load_case(settings, query_id)
-            keep = np.array([organ in case.labels for organ in run.organ_of_point])
-            if keep.any():
-                rows += score_points(settings, query_id, list(np.asarray(run.organ_of_point)[keep]),
-                                     run["points_mm"][keep], method=LABELS[stage], strategy="extreme",
-                                     support=support_id, time_s=float(run["wall_s"]) / len(run.organs))
+            yield (LABELS[stage], support_id, query_id, np.asarray(run.organ_of_point), run["points_mm"],
+                   float(run["wall_s"]) / len(run.organs))
+
+
+def ablation_runs(settings, protocol=None):
+    """The scale ablation's answers as `stage_runs` does (label: the subset's; no time)."""
+    labels, store = list(scale_subsets(settings)), cache(settings, "ssl")
+    for support_id, query_id in pairs(settings, "ssl", protocol):
+        run = store.read(support_id, query_id)
+        for label, points in zip(labels, run["ablation_points_mm"]):
+            yield label, support_id, query_id, np.asarray(run.organ_of_point), points, np.nan
+
+
+def score(settings, protocol=None, runs=None) -> pd.DataFrame:
+    """Per (method, support, query, organ) box metrics of the predicted extreme points, like
+    RPR-Loc's rows; time_s = the pair's wall time / the organs predicted (four). `runs`: what to
+    score (default: `stage_runs`)."""
+    rows = []
+    for label, support_id, query_id, organs, points, time_s in runs or stage_runs(settings, protocol):
+        case = dataset.load_case(settings, query_id)
+        keep = np.array([organ in case.labels for organ in organs])
+        if keep.any():
+            rows += score_points(settings, query_id, list(organs[keep]), points[keep], method=label,
+                                 strategy="extreme", support=support_id, time_s=time_s)
     return pd.DataFrame(rows)
 
 
-def landmark_errors(settings, protocol=None) -> pd.DataFrame:
+def landmark_errors(settings, protocol=None, runs=None) -> pd.DataFrame:
     """One row per (method, support, query, landmark) whose organ the query has: the Euclidean
     error in mm between the predicted and the query's true extreme point."""
-    rows, names = [], landmark_names()
-    for stage in stages(settings):
-        store = cache(settings, stage)
-        for support_id, query_id in pairs(settings, stage, protocol):
-            truth, run = true_landmarks(settings, query_id), store.read(support_id, query_id)
-            rows += [{"method": LABELS[stage], "support": support_id, "query": query_id, "landmark": name,
-                      "error_mm": float(np.linalg.norm(point - truth[name]))}
-                     for name, point in zip(names, run["points_mm"]) if name in truth]
+    rows, names, truths = [], landmark_names(), {}
+    for label, support_id, query_id, _, points, _ in runs or stage_runs(settings, protocol):
+        if query_id not in truths:                 # the ablation reads each query six times per support
+            truths[query_id] = true_landmarks(settings, query_id)
+        truth = truths[query_id]
+        rows += [{"method": label, "support": support_id, "query": query_id, "landmark": name,
+                  "error_mm": float(np.linalg.norm(point - truth[name]))}
+                 for name, point in zip(names, points) if name in truth]
     return pd.DataFrame(rows)
+
+
+def scale_ablation(settings, protocol=None) -> pd.DataFrame:
+    """The paper's Table 3 on OpenKBP: per subset of scales, box IoU and AWD (mean over every pair
+    and organ) and the landmark MRE / SDR, from the answers cached with CC2D-SSL's."""
+    boxes = score(settings, protocol, list(ablation_runs(settings, protocol)))
+    table = boxes.groupby("method", sort=False).agg(iou_pct=("iou_pct", "mean"), awd_mm=("awd_mm", "mean"))
+    errors = landmark_errors(settings, protocol, ablation_runs(settings, protocol))
+    table = table.join(landmark_table(errors, settings.cc2d.sdr_radii_mm).set_index("method"))
+    return table.rename_axis("scales").reset_index()
 
 
 def sdr_column(radius_mm: float) -> str:

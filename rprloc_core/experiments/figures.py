@@ -9,6 +9,7 @@ functions draw what they are given.
     table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
     autoencoder_training, autoencoder_reconstructions, table3_chart,
     figure4                                                               notebook 05 (paper Table 3, Figure 4)
+    cc2d_training, cc2d_similarity_maps, cc2d_scale_ablation               notebook 06 (CC2D)
     pin_training, pin_convergence, pin_landmark_errors                    notebook 07 (PIN)
     detector_training, detector_example                                   notebook 08 (supervised reference)
     accuracy_against_time                                                 notebook 09 (summary)
@@ -27,6 +28,7 @@ from rprloc_core.data.preprocess import INTENSITY_KNOTS_HU, INTENSITY_VALUES, in
 from rprloc_core.evaluation.protocol import true_landmarks
 from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import (
+    cc2d_predictions,
     detector_predictions,
     models,
     pin_predictions,
@@ -557,6 +559,80 @@ def detector_example(settings, query_id: str, rule: str, organs=HAN_ORGANS):
 
 
 # ---------------------------------------------------------------------------------- notebook 07
+
+# ---------------------------------------------------------------------------------- notebook 06
+
+def cc2d_training(history: pd.DataFrame):
+    """CC2D's two stages against the step: stage 1's self-supervised loss (training, and on fixed
+    crops of validation patients), the error of finding a validation crop's point in its whole
+    volume (pooled voxels), and stage 2's loss and its error against stage 1's answers on the
+    validation patients (pooled voxels)."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ssl, tpl = history[history.stage == "ssl"], history[history.stage == "tpl"]
+    for ax, part, title in ((axes[0], ssl, "Stage 1 (self-supervised): loss"), (axes[2], tpl, "Stage 2 (TPL): loss")):
+        ax.plot(part.step, part.loss, color="tab:blue", label="training (mean since the last check)")
+        if "val_loss" in part:
+            ax.plot(part.step, part.val_loss, "o-", ms=3, color="tab:orange", label="validation patients")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training step")
+        ax.legend(fontsize=7)
+    for part, colour, label in ((ssl, "tab:green", "stage 1: a crop's point found in its volume"),
+                                (tpl, "tab:purple", "stage 2: against stage 1's answers")):
+        if "val_error_vox" in part and part.val_error_vox.notna().any():
+            axes[1].plot(part.step, part.val_error_vox, "o-", ms=3, color=colour, label=label)
+    axes[1].set_title("Validation patients: mean error, pooled voxels", fontsize=9)
+    axes[1].set_xlabel("training step")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def cc2d_similarity_maps(examples):
+    """One row per `cc2d_predictions.similarity_example`: the support's axial slice through its
+    landmark, then the query's axial slice (through the prediction) under each scale's cosine map,
+    coarsest first, and under their product; truth (cyan x) and prediction (red +)."""
+    n_scales = len(examples[0]["maps"])
+    fig, axes = plt.subplots(len(examples), n_scales + 2, figsize=(2.3 * (n_scales + 2), 2.6 * len(examples)),
+                             squeeze=False)
+    for row, ex in zip(axes, examples):
+        z_support, z_query = int(round(ex["support_idx"][0])), int(ex["found_idx"][0])
+        aspect = ex["spacing"][1] / ex["spacing"][2]
+        row[0].imshow(ex["support_image"][z_support], cmap="gray", aspect=aspect)
+        row[0].plot(ex["support_idx"][2], ex["support_idx"][1], "+", color="lime", ms=10, mew=2)
+        row[0].set_title(f"support {ex['support']}\n{ex['landmark']}", fontsize=8)
+        panels = [(ex["maps"][s], f"scale {s + 1} (stride {2 ** s})") for s in reversed(range(n_scales))]
+        panels.append((ex["maps"].prod(0), "product (argmax = prediction)"))
+        for ax, (volume, title) in zip(row[1:], panels):
+            ax.imshow(ex["query_image"][z_query], cmap="gray", aspect=aspect)
+            ax.imshow(volume[z_query], cmap="magma", alpha=0.6, aspect=aspect,
+                      vmin=0, vmax=max(float(volume[z_query].max()), 1e-6))
+            if ex["true_idx"] is not None:
+                ax.plot(ex["true_idx"][2], ex["true_idx"][1], "x", color="cyan", ms=8, mew=2)
+            ax.plot(ex["found_idx"][2], ex["found_idx"][1], "+", color="red", ms=10, mew=2)
+            ax.set_title(title, fontsize=8)
+        error = "" if ex["error_mm"] is None else f", error {ex['error_mm']:.1f} mm"
+        row[-1].set_title(f"product; query {ex['query']}{error}", fontsize=8)
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def cc2d_scale_ablation(table: pd.DataFrame, radius_mm: float):
+    """The scale ablation: box IoU and the landmark detection rate within `radius_mm` per subset."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 0.35 * len(table) + 1.6), sharey=True)
+    y = np.arange(len(table))
+    left.barh(y, table.iou_pct, color="tab:blue")
+    right.barh(y, table[cc2d_predictions.sdr_column(radius_mm)], color="tab:green")
+    left.set_yticks(y, table.scales, fontsize=8)
+    left.invert_yaxis()
+    left.set_xlabel("mean box IoU (%)")
+    right.set_xlabel(f"landmarks within {radius_mm:g} mm (%)")
+    fig.suptitle("CC2D-SSL: which scales matter (one-shot, the test queries, every support)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
 
 def pin_training(history: pd.DataFrame):
     """PIN's training: the training loss of every network, and the validation error after one

@@ -1,6 +1,8 @@
-"""Retrain a profile's models (every Pnet, the patch auto-encoder and the supervised references, the
-detector and PIN) into the data folder, and optionally publish them as the profile's releases (the
-supervised ones have their own, `detector.release` and `pin.release`: they learn from labels).
+"""Retrain a profile's models (every Pnet, the patch auto-encoder, CC2D's two stages and the
+supervised references, the detector and PIN) into the data folder, and optionally publish them as
+the profile's releases (CC2D and the supervised ones have their own, `cc2d.release`,
+`detector.release` and `pin.release`). CC2D's training ablation is a study, not a model: it runs
+on its own (`python -m rprloc_core.experiments.cc2d_ablation`).
 
     python -m rprloc_core.experiments.retrain --profile demo [--set rprloc.coarse.steps=4000]
     python -m rprloc_core.experiments.retrain --profile demo --publish [--overwrite]
@@ -16,7 +18,14 @@ from __future__ import annotations
 
 import sys
 
-from rprloc_core.experiments import detector_predictions, models, pin_predictions, template_predictions, training_cli
+from rprloc_core.experiments import (
+    cc2d_predictions,
+    detector_predictions,
+    models,
+    pin_predictions,
+    template_predictions,
+    training_cli,
+)
 
 
 def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict]:
@@ -27,6 +36,7 @@ def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict
     detector = detector_predictions.train(settings, progress=progress)
     summaries.append({"name": detector_predictions.NAME, **detector})
     summaries += pin_predictions.train(settings, parallel=parallel, progress=progress)
+    summaries += [{**s, "name": f"cc2d-{s['name']}"} for s in cc2d_predictions.train(settings, progress=progress)]
     return summaries
 
 
@@ -40,6 +50,9 @@ def main(argv=None) -> int:
         if settings.pin.release:
             pin_predictions.publish(settings, overwrite=overwrite)
             lines.append(f"published PIN to {pin_predictions.release_dir(settings)}")
+        if settings.cc2d.release:
+            cc2d_predictions.publish(settings, overwrite=overwrite)
+            lines.append(f"published CC2D to {cc2d_predictions.release_dir(settings)}")
         return lines
 
     return training_cli.run(argv, "python -m rprloc_core.experiments.retrain", __doc__, retrain, published)

@@ -8,6 +8,7 @@ computed from the cached predictions or the data, never from a notebook's variab
     table2(settings, protocol)               -> paper Table 2 (notebook 03)
     r_sweep_table(settings, protocol)        -> notebook 03
     table3(settings, protocol)               -> paper Table 3 with its timing (notebook 05)
+    cc2d_methods_table(settings, protocol)   -> notebook 06 (CC2D-SSL and CC2D beside RPR-Loc)
     registration_validation / references_table -> notebook 08 (atlas registration vs RPR-Loc)
 
 The paper tables come back as a `PaperTable`: the summary (mean and SD over supports, with the
@@ -28,6 +29,7 @@ from rprloc_core.evaluation.jobs import torch_threads
 from rprloc_core.evaluation.protocol import Protocol
 from rprloc_core.evaluation.scoring import evaluate, summarize
 from rprloc_core.experiments import (
+    cc2d_predictions,
     detector_predictions,
     models,
     pin_predictions,
@@ -288,6 +290,24 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
 
 
 # ------------------------------------------------------------------------------ notebook 07
+
+def cc2d_methods_table(settings, protocol) -> PaperTable:
+    """CC2D-SSL (every support) and CC2D (its one template) as rows of the methods table, seconds
+    per organ measured while predicting in the single-thread workers (the support's embeddings
+    made once per support, as RPR-Loc's are), RPR-Loc's default schedule on the same supports and
+    queries beside (accuracy only; its time is Table 3's)."""
+    per_query = [cc2d_predictions.score(settings, protocol)]
+    if rprloc_predictions.have_predictions(settings, protocol):
+        stage = rprloc_predictions.DEFAULT_STAGE
+        per_query.append(rprloc_predictions.score(settings, protocol, "extreme",
+                                                  [(stage, settings.rprloc.inference.k)], {stage: RPRLOC_LABEL}))
+    per_query = pd.concat(per_query, ignore_index=True)
+    cc2d_rows = per_query[per_query.method.isin(list(cc2d_predictions.LABELS.values()))]
+    times = cc2d_rows.groupby("method").time_s.mean().to_dict()
+    sources = {m: "measured here: every pair, while predicting, one thread per worker" for m in times}
+    table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs, paper_only=())
+    return PaperTable(table, per_query)
+
 
 def pin_methods_table(settings, protocol) -> PaperTable:
     """PIN-Single and PIN-Multiple as rows of the methods table (boxes from their predicted extreme

@@ -1,0 +1,176 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · CC2D: cascade embeddings, one-shot, then a detector trained on its answers
+#
+# CC2D (Yao et al., MICCAI 2021) is the other one-shot landmark method of the same year. It learns
+# without labels to embed every pixel at several scales so that the same anatomy gets the same
+# vector in any image; one labelled template then suffices:
+#
+# - **stage 1, CC2D-SSL**: a network maps an image to embeddings of length L = 16 at five scales
+#   (stride 1 to 16). Training: a random crop holding a random point is cut from an image, rotated
+#   and jittered; the point's embedding in the crop must pick out the point's cell in the whole
+#   image's map (cosine similarity, softmax at temperature 0.1, cross-entropy), over the whole map
+#   at the coarsest scale and within a window of cells at the finer ones. Inference: each template
+#   landmark's embeddings are compared with every cell of the query, the five cosine maps upsampled
+#   and multiplied, and the argmax is the prediction.
+# - **stage 2, CC2D (TPL)**: stage 1 labels every training image with the template's landmarks
+#   (pseudo-labels), and a heatmap + offset detector is trained on them; its top voxels vote.
+#
+# On OpenKBP the landmarks are the six extreme points of each organ (24), so an organ's box spans
+# six predictions, scored like RPR-Loc's. What differs from the paper, and why:
+# - 3D CT at 6 x 4 x 4 mm (the working grid pooled twice): stage 1 embeds whole volumes in every
+#   training step, about 28 s a step on one CPU thread at 3 x 2 x 2 mm, 3.6 s at 6 x 4 x 4 mm.
+# - A small U-Net (8-16-32-64-64 channels, instance norm) instead of the ImageNet VGG19: no
+#   pretrained weights offline, and it has to train on a CPU.
+# - 500 stage-1 steps and 800 TPL steps (the paper: thousands on a GPU); crops of 144 x 128 x
+#   192 mm, a local window of 9 cells per axis; the checkpoint with the lowest validation loss.
+# - The TPL template is the one-shot protocol's first support (a validation patient). One detector
+#   per template: it answers with that template's landmarks whatever support is given, so its rows
+#   carry that one support.
+#
+# Every setting came from the training and validation patients (losses, validation errors, the
+# ablation below); the test queries only report. The networks are released in
+# `weights/openkbp-han-cc2d/` (manifest, model card); retraining:
+# `python -m rprloc_core.experiments.cc2d_predictions --profile demo` (resumable).
+
+# %% tags=["parameters"]
+profile = "demo"
+overrides = {}     # profile settings to change
+parallel = True    # two worker processes, one thread each (2-core CPU)
+
+# %%
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+from rprloc_core.evaluation.protocol import landmark_names, one_shot_protocol
+from rprloc_core.experiments import cc2d_predictions, figures, findings, tables
+from rprloc_core.experiments.paper import paper_table
+from rprloc_core.paths import results_dir
+from rprloc_core.reporting import markdown_table, save_figure, write_table
+from rprloc_core.settings import load_settings
+
+settings = load_settings(profile, overrides)
+results = results_dir(profile)
+protocol = one_shot_protocol(settings)
+print(f"supports: {', '.join(protocol.supports)}; test queries: {len(protocol.queries)} patients; "
+      f"landmarks: {len(landmark_names())}")
+
+# %% [markdown]
+# ## Training
+# Both stages' validation history comes with the weights (the release's manifest): stage 1's loss on
+# fixed crops of validation patients and the error of finding a crop's point in its whole volume;
+# stage 2's loss and its error against stage 1's answers on the validation patients (pooled voxels
+# of 6 x 4 x 4 mm).
+
+# %%
+files = cc2d_predictions.ensure_models(settings)
+history = cc2d_predictions.history(settings)
+checks = history.dropna(subset=["val_loss"]).groupby("stage", sort=False).tail(3)
+write_table(checks, "cc2d_training", results, floatfmt=".3g")
+display(Markdown(markdown_table(checks, floatfmt=".3g")))
+
+# %%
+fig = figures.cc2d_training(history)
+save_figure(fig, "cc2d_training", results)
+plt.show()
+
+# %% [markdown]
+# ## Coarse to fine: the similarity maps
+# One template landmark searched in one test query: the cosine map of each scale (coarsest first)
+# on the axial slice through the prediction, and their product. The coarse maps say roughly where;
+# the finer ones are sharp but ambiguous alone (every similar-looking voxel lights up), and the
+# product keeps what all scales agree on.
+
+# %%
+examples = [cc2d_predictions.similarity_example(settings, protocol.supports[0], protocol.queries[0], landmark)
+            for landmark in ("Mandible y_min", "Brainstem z_max")]
+fig = figures.cc2d_similarity_maps(examples)
+save_figure(fig, "cc2d_similarity_maps", results)
+plt.show()
+
+# %% [markdown]
+# ## Every test query
+# CC2D-SSL for every support and query, CC2D (TPL) for its template and every query; cached per
+# pair (keyed by the checkpoints' sha256). Each pair's time runs from the query volume to the
+# predicted millimetres; the support's embeddings are made once per support, as RPR-Loc's are.
+
+# %%
+cc2d_predictions.predict_all(settings, protocol, parallel=parallel)
+
+# %% [markdown]
+# ## Organ boxes: CC2D in the methods table
+# The box of an organ spans its six predicted extreme points, scored like every other method (IoU
+# in the query's voxel coordinates, AWD in mm; mean over the queries per support, then mean and SD
+# over the supports); one-shot RPR-Loc's default schedule on the same supports and queries beside
+# it (its seconds are Table 3's).
+
+# %%
+cc2d_methods = tables.cc2d_methods_table(settings, protocol)
+tables.write_paper_table(cc2d_methods, "cc2d_methods", results)
+display(Markdown(markdown_table(cc2d_methods.table[["method", "organ", "iou_pct", "iou_pct_sd_over_supports", "awd_mm",
+                                                    "time_s", "n_queries"]], floatfmt=".3g")))
+
+# %% [markdown]
+# ## Landmarks: mean radial error and successful detection rate
+# The paper's metrics on the 24 extreme points (Euclidean error in mm; SDR: the share within each
+# radius). The paper's radii, 2-4 mm, are 20-40 pixels of its 0.1 mm cephalograms; here a voxel is
+# 6 x 4 x 4 mm, so the radii are 5-20 mm. The paper's rows (ISBI 2015, 2D) are below for their
+# shape, not for comparison.
+
+# %%
+errors = cc2d_predictions.landmark_errors(settings, protocol)
+landmarks = cc2d_predictions.landmark_table(errors, settings.cc2d.sdr_radii_mm)
+write_table(landmarks, "cc2d_landmarks", results, floatfmt=".3g")
+display(Markdown(markdown_table(landmarks, floatfmt=".3g")))
+display(Markdown("The paper (ISBI 2015 cephalograms, one labelled image):\n\n"
+                 + markdown_table(paper_table("cc2d_table1").tail(2), floatfmt=".3g")))
+
+# %% [markdown]
+# ## Ablation: which scales
+# The paper's Table 3: the product over all scales against each scale left out, from the same query
+# maps as CC2D-SSL's answers (every support and test query; one network, nothing retrained).
+
+# %%
+scales = cc2d_predictions.scale_ablation(settings, protocol)
+write_table(scales, "cc2d_scale_ablation", results, floatfmt=".3g")
+display(Markdown(markdown_table(scales, floatfmt=".3g")))
+fig = figures.cc2d_scale_ablation(scales, settings.cc2d.sdr_radii_mm[1])
+save_figure(fig, "cc2d_scale_ablation", results)
+plt.show()
+
+# %% [markdown]
+# ## Ablation: embedding length and window
+# The paper's Table 2, on validation patients: stage 1 retrained with one setting changed (every
+# variant, the release's settings included, for the same shorter run from the same seed), each
+# scored with the validation protocol's first support on every validation query. It trains, so it
+# is not run here: `python -m rprloc_core.experiments.cc2d_ablation --profile demo` made the table,
+# and the release's manifest holds it.
+
+# %%
+training_ablation = cc2d_predictions.training_ablation(settings)
+if training_ablation is None:
+    display(Markdown("*No training ablation in this release or training folder.*"))
+else:
+    write_table(training_ablation, "cc2d_training_ablation", results, floatfmt=".3g")
+    display(Markdown(markdown_table(training_ablation, floatfmt=".3g")))
+
+# %% [markdown]
+# ## What it says
+
+# %%
+display(Markdown(findings.cc2d_findings(cc2d_methods.table, landmarks, scales, cc2d_predictions.SSL_LABEL,
+                                        cc2d_predictions.TPL_LABEL, profile)))
