@@ -90,15 +90,13 @@ plt.show()
 
 # %% [markdown]
 # ## Coarse to fine: the similarity maps
-# One template landmark searched in one test query: the cosine map of each scale (coarsest first)
-# on the axial slice through the prediction, and their product. The coarse maps say roughly where;
-# the finer ones are sharp but ambiguous alone (every similar-looking voxel lights up), and the
-# product keeps what all scales agree on.
+# Two landmarks of the first support searched in a test query: the cosine map of each scale
+# (coarsest first) on the axial slice through the prediction, and their product. The coarse maps
+# say roughly where; the finer ones are sharp but ambiguous alone (every similar-looking voxel
+# lights up), and the product keeps what all scales agree on.
 
 # %%
-examples = [cc2d_predictions.similarity_example(settings, protocol.supports[0], protocol.queries[0], landmark)
-            for landmark in ("Mandible y_min", "Brainstem z_max")]
-fig = figures.cc2d_similarity_maps(examples)
+fig = figures.cc2d_similarity_maps(settings, protocol, landmarks=("Mandible y_min", "Brainstem z_max"))
 save_figure(fig, "cc2d_similarity_maps", results)
 plt.show()
 

@@ -1,7 +1,10 @@
 """Findings sentences computed from result tables: they must follow the numbers."""
 
+import numpy as np
 import pandas as pd
 
+from rprloc_core.data.organs import HAN_ORGANS
+from rprloc_core.experiments import findings
 from rprloc_core.experiments.findings import schedule_findings
 
 
@@ -20,3 +23,24 @@ def test_schedule_findings_names_a_candidate_that_beats_the_default():
 def test_schedule_findings_say_nothing_more_when_the_default_is_not_beaten():
     table = schedule_table([("Mc > Mf", 36.7, 1.5), ("default", 35.6, 0.10), ("slower", 36.0, 0.4)])
     assert "no longer the best" not in schedule_findings(table, "default")
+
+
+def test_cc2d_findings_compare_with_rprloc_per_organ_and_name_the_costliest_scale():
+    from rprloc_core.experiments.paper import RPRLOC_LABEL
+
+    rows = []
+    for method, values in (("CC2D-SSL", (20.0, 60.0, 22.0, 24.0)), ("CC2D", (5.0, 20.0, 3.0, 6.0)),
+                           (RPRLOC_LABEL, (33.0, 60.0, 38.0, 32.0))):
+        rows += [{"method": method, "organ": o, "iou_pct": v, "awd_mm": 10.0, "time_s": 0.3}
+                 for o, v in zip(HAN_ORGANS, values)]
+        rows.append({"method": method, "organ": "Mean", "iou_pct": float(np.mean(values)), "awd_mm": 10.0,
+                     "time_s": 0.3})
+    landmarks = pd.DataFrame({"method": ["CC2D-SSL", "CC2D"], "mre_mm": [30.0, 49.0]})
+    ablation = pd.DataFrame({"scales": ["all scales", "without scale 1", "without scale 5"],
+                             "iou_pct": [29.0, 28.5, 27.0]})
+    text = findings.cc2d_findings(pd.DataFrame(rows), landmarks, ablation, "CC2D-SSL", "CC2D", "demo")
+    assert "**CC2D-SSL**: 31.5 % IoU" in text and "(-9.2 IoU points for CC2D)" in text
+    assert "Brainstem -13.0, Mandible +0.0" in text
+    assert "does not improve on them here" in text
+    assert "without scale 5 changes the mean IoU the most (-2.0 points), without scale 1 the least (-0.5)" in text
+

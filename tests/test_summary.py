@@ -59,6 +59,21 @@ def test_claim_verdicts_follow_the_numbers(tmp_path, fine_iou, tm_iou, accuracy,
     assert claims.verdict.isin(["reproduced", "not reproduced", "reproduced in part", "not tested"]).all()
 
 
+@pytest.mark.parametrize("cc2d_iou, verdict", [(20.0, "reproduced"), (29.0, "reproduced in part"),
+                                               (35.0, "not reproduced")])
+def test_cc2d_rows_and_their_claim(tmp_path, cc2d_iou, verdict):
+    results = _results(tmp_path, 30.0, 25.0)
+    _long({"CC2D-SSL (one-shot)": (cc2d_iou, 13.0), "CC2D (one-shot, TPL)": (cc2d_iou - 10, 20.0),
+           RPRLOC_LABEL: (30.0, 12.0)}, time_s=0.3).to_csv(results / "tables" / "cc2d_methods.csv", index=False)
+    methods = summary.methods_table(results).set_index("method")
+    assert methods.loc["CC2D-SSL (one-shot)", "family"] == summary.FAMILIES["cc2d"]
+    assert methods.loc["CC2D (one-shot, TPL)", "IoU %"] == cc2d_iou - 10
+    assert (methods.index == RPRLOC_LABEL).sum() == 0          # RPR-Loc's row beside CC2D is not a second row
+    claims = summary.claims_table(results, methods.reset_index()).set_index("evidence")
+    assert claims.loc["cc2d_methods", "verdict"] == verdict and "CC2D-SSL" in claims.loc["cc2d_methods", "here"]
+    assert "Not implemented" not in summary.readme_section(methods.reset_index(), claims.reset_index(), "demo")
+
+
 def test_update_readme_replaces_only_the_block(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n{summary.README_BEGIN}\nold\n{summary.README_END}\ntail\n", encoding="utf-8")

@@ -243,8 +243,9 @@ def test_released_pin_reaches_its_bound_and_an_untrained_one_does_not(validation
 CC2D_RELEASE = cc2d_predictions.release_dir(SETTINGS)
 # Mean landmark error (mm) of the released CC2D-SSL over the extreme points of the organs of three
 # validation patients (support: the first of the first four validation patients with all four
-# organs): BOUND_SET_BELOW.
-CC2D_SSL_BOUND_MM = None
+# organs): the release (500 stage-1 steps on a CPU) reaches 30.2 mm, an untrained encoder of the
+# same architecture 76.6 mm.
+CC2D_SSL_BOUND_MM = 40.0
 
 
 def test_cc2d_release_is_whole_and_documented():

@@ -587,36 +587,57 @@ def cc2d_training(history: pd.DataFrame):
     return fig
 
 
-def cc2d_similarity_maps(examples):
-    """One row per `cc2d_predictions.similarity_example`: the support's axial slice through its
-    landmark, then the query's axial slice (through the prediction) under each scale's cosine map,
-    coarsest first, and under their product; truth (cyan x) and prediction (red +)."""
+def cc2d_similarity_maps(settings, protocol, landmarks=("Mandible y_min", "Brainstem z_max")):
+    """One row per landmark of the first support, searched in the first test query that has every
+    landmark's organ: the support's axial slice through its landmark, then the query's axial slice
+    (through the prediction) under each scale's cosine map, coarsest first, and under their product;
+    truth (cyan x, drawn on the slice whatever its z) and prediction (red +). Panels are cut to the
+    body (voxels above air)."""
+    organs = {name.split()[0] for name in landmarks}
+    query_id = next(q for q in protocol.queries if organs <= set(dataset.load_case(settings, q).labels))
+    examples = [cc2d_predictions.similarity_example(settings, protocol.supports[0], query_id, name)
+                for name in landmarks]
     n_scales = len(examples[0]["maps"])
-    fig, axes = plt.subplots(len(examples), n_scales + 2, figsize=(2.3 * (n_scales + 2), 2.6 * len(examples)),
+    fig, axes = plt.subplots(len(examples), n_scales + 2, figsize=(2.1 * (n_scales + 2), 2.5 * len(examples)),
                              squeeze=False)
     for row, ex in zip(axes, examples):
         z_support, z_query = int(round(ex["support_idx"][0])), int(ex["found_idx"][0])
         aspect = ex["spacing"][1] / ex["spacing"][2]
-        row[0].imshow(ex["support_image"][z_support], cmap="gray", aspect=aspect)
-        row[0].plot(ex["support_idx"][2], ex["support_idx"][1], "+", color="lime", ms=10, mew=2)
+        support_view = _body_window(ex["support_image"][z_support])
+        row[0].imshow(ex["support_image"][z_support][support_view], cmap="gray", aspect=aspect)
+        row[0].plot(ex["support_idx"][2] - support_view[1].start, ex["support_idx"][1] - support_view[0].start, "+",
+                    color="lime", ms=10, mew=2)
         row[0].set_title(f"support {ex['support']}\n{ex['landmark']}", fontsize=8)
+        view = _body_window(ex["query_image"][z_query])
         panels = [(ex["maps"][s], f"scale {s + 1} (stride {2 ** s})") for s in reversed(range(n_scales))]
-        panels.append((ex["maps"].prod(0), "product (argmax = prediction)"))
+        error = "" if ex["error_mm"] is None else f"\nerror {ex['error_mm']:.1f} mm"
+        panels.append((ex["maps"].prod(0), f"product, query {ex['query']}{error}"))
         for ax, (volume, title) in zip(row[1:], panels):
-            ax.imshow(ex["query_image"][z_query], cmap="gray", aspect=aspect)
-            ax.imshow(volume[z_query], cmap="magma", alpha=0.6, aspect=aspect,
-                      vmin=0, vmax=max(float(volume[z_query].max()), 1e-6))
+            ax.imshow(ex["query_image"][z_query][view], cmap="gray", aspect=aspect)
+            ax.imshow(volume[z_query][view], cmap="magma", alpha=0.6, aspect=aspect,
+                      vmin=0, vmax=max(float(volume[z_query][view].max()), 1e-6))
             if ex["true_idx"] is not None:
-                ax.plot(ex["true_idx"][2], ex["true_idx"][1], "x", color="cyan", ms=8, mew=2)
-            ax.plot(ex["found_idx"][2], ex["found_idx"][1], "+", color="red", ms=10, mew=2)
+                ax.plot(ex["true_idx"][2] - view[1].start, ex["true_idx"][1] - view[0].start, "x", color="cyan",
+                        ms=8, mew=2)
+            ax.plot(ex["found_idx"][2] - view[1].start, ex["found_idx"][1] - view[0].start, "+", color="red",
+                    ms=10, mew=2)
             ax.set_title(title, fontsize=8)
-        error = "" if ex["error_mm"] is None else f", error {ex['error_mm']:.1f} mm"
-        row[-1].set_title(f"product; query {ex['query']}{error}", fontsize=8)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
+    fig.suptitle("CC2D-SSL, coarse to fine: each scale's cosine map on the query's axial slice through the "
+                 "prediction (6 x 4 x 4 mm grid)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _body_window(image2d, margin: int = 3) -> tuple[slice, slice]:
+    """Rows and columns of a 2D slice that hold its non-air voxels (intensity > 0.05), plus a margin."""
+    rows, cols = np.nonzero(image2d > 0.05)
+    if not len(rows):
+        return slice(None), slice(None)
+    return (slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+            slice(max(cols.min() - margin, 0), cols.max() + margin + 1))
 
 
 def cc2d_scale_ablation(table: pd.DataFrame, radius_mm: float):

@@ -311,8 +311,8 @@ def cc2d_findings(methods: pd.DataFrame, landmarks: pd.DataFrame, ablation: pd.D
                      f"({row.iou_pct - rprloc.iou_pct:+.1f} IoU points for CC2D)")
             organs = methods[(methods.method == label) & (methods.organ != "Mean")].set_index("organ").iou_pct
             theirs = methods[(methods.method == RPRLOC_LABEL) & (methods.organ != "Mean")].set_index("organ").iou_pct
-            ahead = [o for o in organs.index if o in theirs.index and organs[o] > theirs[o]]
-            text += f"; ahead on {', '.join(ahead) if ahead else 'no organ'}"
+            text += "; per organ " + ", ".join(f"{o} {organs[o] - theirs[o]:+.1f}" for o in organs.index
+                                               if o in theirs.index)
         lines.append(text + ".")
     by_method = landmarks.set_index("method")
     if ssl_label in by_method.index and tpl_label in by_method.index:
@@ -326,8 +326,10 @@ def cc2d_findings(methods: pd.DataFrame, landmarks: pd.DataFrame, ablation: pd.D
     if "all scales" in drops.index and len(drops) > 1:
         others = drops.drop("all scales")
         worst = others.idxmin()
-        lines.append(f"Leaving out one scale: {worst} costs the most ({drops['all scales'] - others[worst]:.1f} IoU "
-                     f"points); the least costly changes IoU by {drops['all scales'] - others.max():+.1f} points.")
+        least = others.idxmax()
+        lines.append(f"Leaving out one scale: {worst} changes the mean IoU the most "
+                     f"({others[worst] - drops['all scales']:+.1f} points), {least} the least "
+                     f"({others[least] - drops['all scales']:+.1f}).")
     if profile == "smoke":
         lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about "
                      "the methods.*")
