@@ -1,7 +1,9 @@
-"""Resuming a training run from its last checkpoint (shared by the trainers that keep one)."""
+"""Checkpoints: written atomically, and a training run resumed from its last one (shared by every
+trainer)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +30,17 @@ def resume(last, config: dict, resumable, net: torch.nn.Module, optimizer: torch
     optimizer.load_state_dict(saved["optimizer"])
     rng.bit_generator.state = saved["rng"]
     return saved
+
+
+def atomic_torch_save(obj, path) -> None:
+    """torch.save to a temporary file next to `path`, then os.replace: a crash never leaves a
+    half-written checkpoint under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -55,13 +55,13 @@ import torch
 
 from rprloc_core.cc2d.config import CC2DTrainConfig, TPLTrainConfig
 from rprloc_core.cc2d.inference import localize_with_vectors, template_vectors
-from rprloc_core.cc2d.loop import resolve_device
 from rprloc_core.cc2d.tpl import load_detector, predict_tpl, pseudo_labels, train_tpl
 from rprloc_core.cc2d.training import load_encoder, train_ssl
 from rprloc_core.data.landmark_cases import CASES_FILE, LANDMARKS_FILE, read_case_table, read_landmarks
 from rprloc_core.errors import DataError
 from rprloc_core.metrics import detection_rate
 from rprloc_core.reporting import write_json, write_text
+from rprloc_core.training_loop import resolve_device
 
 DEFAULT_DOWNSAMPLE = 6
 PERCENTILES = (1.0, 99.0)

@@ -15,7 +15,7 @@ Prediction: the `top_k` most probable voxels of each landmark each vote for voxe
 summed probability of its voters).
 
 Training draws crops of `crop_size` voxels (each holding one landmark chosen at random; other
-landmarks count where they fall) with intensity jitter, no rotation; it shares loop.py with stage 1.
+landmarks count where they fall) with intensity jitter, no rotation; it shares training_loop.py with stage 1.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from torch import nn
 from rprloc_core.cc2d.augment import random_crop
 from rprloc_core.cc2d.config import RESUMABLE_CHANGES, TPLTrainConfig
 from rprloc_core.cc2d.inference import as_input, localize_with_vectors, model_device, template_vectors
-from rprloc_core.cc2d.loop import load_weights, resolve_device, run_training
 from rprloc_core.cc2d.network import CONV, UNetTrunk
 from rprloc_core.cc2d.training import check_images
+from rprloc_core.training_loop import load_weights, resolve_device, run_training
 
 
 def _radius(radius, dims: int) -> np.ndarray:
@@ -174,7 +174,7 @@ def train_tpl(images: Sequence[np.ndarray], points: Sequence[np.ndarray], config
     ((P, dims) voxel indices each: stage 1's pseudo-labels). `validation`: (images, points) scored
     every `val_every` steps: the loss on a fixed sample of crops (4 per image; best.pt keeps the
     lowest) and the mean error (voxels) of predict_tpl on the whole images. Returns
-    loop.run_training's summary."""
+    training_loop.run_training's summary."""
     images = check_images(images, config.dims, "training")
     points = _check_points(images, points, config, "training")
     device = resolve_device(device)
@@ -183,7 +183,7 @@ def train_tpl(images: Sequence[np.ndarray], points: Sequence[np.ndarray], config
     rng = np.random.default_rng([config.seed, 37])
     radius = net.radius
 
-    def train_step() -> dict:
+    def train_step(step: int) -> dict:
         chosen = [(int(i), int(rng.integers(config.n_landmarks))) for i in rng.integers(len(images),
                                                                                           size=config.batch_size)]
         x, heat, offs = _batch(images, points, chosen, config, rng, config.intensity_jitter, device)

@@ -12,7 +12,7 @@ the loss per scale, and the localisation error in voxels when each crop's point 
 its whole image with the inference rule (product of clipped upsampled cosine maps, argmax).
 
 Images are numpy arrays, 2D (y, x) or 3D (z, y, x), float32, already intensity-normalised (air 0);
-loading and normalising them is the caller's business. Files: see loop.py.
+loading and normalising them is the caller's business. Files: see rprloc_core/training_loop.py.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import torch
 from rprloc_core.cc2d.augment import Crop, random_crop
 from rprloc_core.cc2d.config import RESUMABLE_CHANGES, CC2DTrainConfig
 from rprloc_core.cc2d.inference import as_input, locate
-from rprloc_core.cc2d.loop import load_weights, resolve_device, run_training
 from rprloc_core.cc2d.loss import embedding_at, scale_losses
 from rprloc_core.cc2d.network import CascadeEncoder
+from rprloc_core.training_loop import load_weights, resolve_device, run_training
 
 
 def build_encoder(config: CC2DTrainConfig) -> CascadeEncoder:
@@ -97,7 +97,7 @@ def train_ssl(volumes: Sequence[np.ndarray], config: CC2DTrainConfig, out_dir, d
               validation: Sequence[np.ndarray] | None = None) -> dict:
     """Train (or resume) the extractor in `out_dir` on `volumes` (2D or 3D numpy images, as
     config.dims says). `validation`: images to score a fixed sample of crops on at every
-    `val_every` steps (best.pt keeps the lowest loss). Returns loop.run_training's summary."""
+    `val_every` steps (best.pt keeps the lowest loss). Returns training_loop.run_training's summary."""
     volumes = check_images(volumes, config.dims, "training")
     validation = check_images(validation, config.dims, "validation") if validation is not None else None
     device = resolve_device(device)
@@ -105,7 +105,7 @@ def train_ssl(volumes: Sequence[np.ndarray], config: CC2DTrainConfig, out_dir, d
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 13])
 
-    def train_step() -> dict:
+    def train_step(step: int) -> dict:
         which = rng.integers(len(volumes), size=config.batch_size)
         losses = crops_loss(net, volumes, which, draw_crops(volumes, which, config, rng), config, device)
         loss = losses.sum()

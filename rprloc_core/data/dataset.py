@@ -15,8 +15,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rprloc_core.data import cases
-from rprloc_core.data.preprocess import (PreprocessedCase, PreprocessParams, cache_path, intensity_map,
-                                         load_preprocessed, preprocess_case)
+from rprloc_core.data.preprocess import (
+    PreprocessedCase,
+    PreprocessParams,
+    cache_path,
+    intensity_map,
+    load_preprocessed,
+    preprocess_case,
+)
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.paths import data_dir

@@ -7,28 +7,23 @@ left-right mirror (left and right organs swapped), a random shift inside the pad
 small intensity jitter. Steps train on crops around the organs (whole scans are 2-3 times larger and
 mostly shoulders and air); validation and inference see whole scans.
 
-A run writes `last.pt` (everything needed to resume: weights, optimiser, generator, history) every
-`checkpoint_every` steps and `best.pt` (weights only) whenever the validation loss improves; rerun
-the same call after an interruption and it continues. `time_limit_s` only pauses a run.
+The loop is training_loop.run_training (shared with CC2D): `last.pt` (everything needed to resume)
+every `checkpoint_every` steps, `best.pt` (weights only) whenever the validation loss improves;
+rerun the same call after an interruption and it continues. `time_limit_s` only pauses a run.
 """
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import resume
 from rprloc_core.detector.boxes import maps, mask_box, vote_box
 from rprloc_core.detector.config import RESUMABLE_CHANGES, DetectorTrainConfig
 from rprloc_core.detector.network import DetectorNet
 from rprloc_core.detector.samples import DetectorSample, make_batch, mirrored
 from rprloc_core.metrics import box_iou_voxel
-from rprloc_core.rprloc.pnet import atomic_torch_save
+from rprloc_core.training_loop import run_training
 
 
 def build_network(config: DetectorTrainConfig) -> DetectorNet:
@@ -80,74 +75,33 @@ def validate(net: DetectorNet, samples, config: DetectorTrainConfig) -> dict:
 
 def train_detector(config: DetectorTrainConfig, train: list[DetectorSample], validation: list[DetectorSample],
                    out_dir, progress: bool = True) -> dict:
-    """Train (or resume) in `out_dir`; returns a summary (steps, best step and loss, why it stopped)."""
+    """Train (or resume) in `out_dir` (training_loop.run_training: last.pt, best.pt by validation
+    loss); returns a summary (steps, best step and loss, why it stopped)."""
     if not train:
         raise ValueError("no training cases")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    last, best = out_dir / "last.pt", out_dir / "best.pt"
     net = build_network(config)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 19])
-    step, history, train_time, resumed = 0, [], 0.0, False
-    saved = resume(last, config.to_dict(), RESUMABLE_CHANGES, net, optimizer, rng)
-    if saved is not None:
-        step, history, train_time, resumed = saved["step"], saved["history"], saved["train_time_s"], True
-    best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=np.inf)
 
-    def save():
-        atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                           "rng": rng.bit_generator.state, "history": history, "config": config.to_dict(),
-                           "net_config": net.config, "train_time_s": train_time}, last)
-
-    start, stopped, running = time.perf_counter(), "steps", []
-    bar = tqdm(total=config.steps, initial=step, desc="detector training", disable=not progress)
-    while step < config.steps:
-        if config.time_limit_s is not None and time.perf_counter() - start > config.time_limit_s:
-            stopped = "time limit (resumable)"
-            break
-        tick = time.perf_counter()
+    def train_step(step: int) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * 0.5 ** (step // config.lr_decay_every)
         chosen = [train[i] for i in rng.integers(len(train), size=config.batch_size)]
         if config.mirror:
             chosen = [mirrored(s, list(config.organs)) if rng.random() < 0.5 else s for s in chosen]
         batch = make_batch(chosen, net.multiple, rng, config.max_shift, config.intensity_jitter, config.crop)
-        net.train()
         logits, distances = net(batch["image"])
         seg, box = losses(logits, distances, batch)
         loss = seg + config.box_weight * box
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        step += 1
-        train_time += time.perf_counter() - tick
-        running.append((float(seg.detach()), float(box.detach())))
-        bar.update()
-        if step % config.val_every == 0 or step == config.steps:
-            row = {"step": step, "seg_loss": float(np.mean([r[0] for r in running])),
-                   "box_loss": float(np.mean([r[1] for r in running])), "train_time_s": train_time}
-            running = []
-            if validation:
-                row.update(validate(net, validation, config))
-                if row["val_loss"] < best_loss:
-                    best_loss = row["val_loss"]
-                    atomic_torch_save({"model": net.state_dict(), "net_config": net.config, "step": step,
-                                       "config": config.to_dict()}, best)
-            history.append(row)
-            bar.set_postfix(val_loss=row.get("val_loss", np.nan), iou=row.get("val_iou_votes_pct", np.nan))
-            save()
-        elif step % config.checkpoint_every == 0:
-            save()
-    bar.close()
-    save()
-    if not validation and step >= config.steps:     # nothing to choose with: the last weights are the best
-        atomic_torch_save({"model": net.state_dict(), "net_config": net.config, "step": step,
-                           "config": config.to_dict()}, best)
-    rows = [h for h in history if "val_loss" in h]
-    best_row = min(rows, key=lambda h: h["val_loss"]) if rows else {}
-    return {"steps": step, "resumed": resumed, "stopped": stopped, "train_time_s": train_time,
-            "best_step": best_row.get("step"), "best_val_loss": best_row.get("val_loss")}
+        return {"seg_loss": float(seg.detach()), "box_loss": float(box.detach())}
+
+    check = (lambda: validate(net, validation, config)) if validation else None
+    summary = run_training(net, optimizer, rng, config, RESUMABLE_CHANGES, out_dir, train_step, check,
+                           desc="detector training", progress=progress)
+    return {k: summary[k] for k in ("steps", "resumed", "stopped", "train_time_s", "best_step", "best_val_loss")}
 
 
 def load_detector(path) -> tuple[DetectorNet, dict]:

@@ -308,7 +308,7 @@ def training_ablation(settings) -> pd.DataFrame | None:
 
 def _stage_entry(settings, stage: str, folder: Path, staging: Path, extra: dict) -> dict:
     """A stage's release entry: its best checkpoint (weights only, plus `extra`) and a summary."""
-    from rprloc_core.rprloc.pnet import atomic_torch_save
+    from rprloc_core.checkpoints import atomic_torch_save
 
     config = settings.cc2d.train if stage == "ssl" else settings.cc2d.tpl
     last, best = saved_checkpoint(folder / "last.pt"), saved_checkpoint(folder / "best.pt")
@@ -352,7 +352,7 @@ def publish(settings, overwrite: bool = False) -> dict:
 # ----------------------------------------------------------------------------------- inference
 
 def _device():
-    from rprloc_core.cc2d.loop import resolve_device
+    from rprloc_core.training_loop import resolve_device
 
     return resolve_device(None)
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from rprloc_core.checkpoints import atomic_torch_save
 from rprloc_core.data import dataset
 from rprloc_core.data.preprocess import load_preprocessed, preprocess_case
 from rprloc_core.detector.boxes import RULES, boxes_from_maps, face_centres, forward
@@ -32,7 +33,6 @@ from rprloc_core.errors import DataError
 from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments import models, training_cli, weights
-from rprloc_core.rprloc.pnet import atomic_torch_save
 
 NAME = "detector"
 NO_SUPPORT = "none"

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from rprloc_core.checkpoints import atomic_torch_save as torch_save
 from rprloc_core.data import dataset
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
 from rprloc_core.rprloc.inference import ENGINE_VERSION
-from rprloc_core.rprloc.pnet import atomic_torch_save as torch_save
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 from rprloc_core.rprloc.training import load_history, train_pnet
 

@@ -440,7 +440,7 @@ def publish(settings, overwrite: bool = False) -> dict:
     """Copy the networks trained here (weights, the shape model in PIN-Multiple's) into `pin.release`."""
     import torch
 
-    from rprloc_core.rprloc.pnet import atomic_torch_save
+    from rprloc_core.checkpoints import atomic_torch_save
 
     entries, staging = {}, Path(tempfile.mkdtemp())
     model = shape_model(settings)

@@ -24,13 +24,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import resume
+from rprloc_core.checkpoints import atomic_torch_save, resume
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import RESUMABLE_CHANGES, PINTrainConfig
 from rprloc_core.pin.network import PINNet, pin_loss
 from rprloc_core.pin.patches25d import cut_25d
 from rprloc_core.pin.shape_model import ShapeModel
-from rprloc_core.rprloc.pnet import atomic_torch_save
 
 
 @dataclass(frozen=True)

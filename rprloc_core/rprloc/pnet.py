@@ -6,7 +6,6 @@ support patch s is `r * tanh(p_s - p_q)` in mm, per (z, y, x) axis.
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from torch import nn
 if TYPE_CHECKING:
     import pandas as pd
 
+from rprloc_core.checkpoints import atomic_torch_save
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import as_patch_size
 
@@ -219,20 +219,6 @@ def layer_table(model: PNet, patch_size=None) -> "pd.DataFrame":
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-
-def atomic_torch_save(obj, path) -> None:
-    """torch.save to a temporary file next to `path`, then os.replace: a crash never leaves a
-    half-written checkpoint under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 def checkpoint_payload(model: PNet, extra: dict | None = None) -> dict:
     return {"format": CHECKPOINT_FORMAT, "version": 1, "config": model.config,

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from rprloc_core.checkpoints import atomic_torch_save
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import PatchCutter, cut_patches, require_volume_fits_patch
 from rprloc_core.geometry.volume import Volume
@@ -29,7 +30,6 @@ from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
 from rprloc_core.rprloc.pnet import (
     TRAINING_STATE_FORMAT,
     PNet,
-    atomic_torch_save,
     checkpoint_payload,
     predict_offset_mm,
     read_checkpoint,

@@ -1,4 +1,5 @@
-"""The resumable training loop both CC2D stages use (one loop, so both stop, save and resume alike).
+"""The resumable training loop of the detector and both CC2D stages (one loop, so they stop, save,
+validate and resume alike). The caller gives one training step and, optionally, a validation.
 
 Files in `out_dir`:
 - `last.pt`: model, optimizer, step, generator state, history, config, network config, training
@@ -23,8 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import resume
-from rprloc_core.rprloc.pnet import atomic_torch_save
+from rprloc_core.checkpoints import atomic_torch_save, resume
 
 
 def resolve_device(device=None) -> torch.device:
@@ -39,12 +39,12 @@ def _cpu_state(net: torch.nn.Module) -> dict:
 
 
 def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator, config,
-                 resumable, out_dir, train_step: Callable[[], dict], validate: Callable[[], dict] | None = None,
+                 resumable, out_dir, train_step: Callable[[int], dict], validate: Callable[[], dict] | None = None,
                  desc: str = "training", progress: bool = True) -> dict:
-    """Run `train_step` (one optimiser step with `rng`, returns {"loss": float, ...}) until
-    `config.steps`, resuming from `out_dir/last.pt` if it exists. `validate` (net in eval mode)
-    returns {"val_loss": float, ...}. Returns a summary: steps, resumed, stopped, train_time_s,
-    best_step, best_val_loss."""
+    """Run `train_step(steps done so far)` (one optimiser step with `rng`, returns {loss name:
+    float, ...}) until `config.steps`, resuming from `out_dir/last.pt` if it exists. `validate`
+    (net in eval mode, no gradients) returns {"val_loss": float, ...}. Returns a summary: steps,
+    resumed, stopped, train_time_s, wall_s, best_step, best_val_loss and the two files' paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last, best = out_dir / "last.pt", out_dir / "best.pt"
@@ -71,7 +71,7 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
             break
         tick = time.perf_counter()
         net.train()
-        running.append(train_step())
+        running.append(train_step(step))
         step += 1
         train_time += time.perf_counter() - tick
         bar.update()
@@ -88,7 +88,8 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
                     best_loss = row["val_loss"]
                     save_best(best_loss)
             history.append(row)
-            bar.set_postfix(loss=row["loss"], val_loss=row.get("val_loss", np.nan))
+            shown = [k for k in row if k not in ("step", "train_time_s")][:1] + ["val_loss"]   # first loss
+            bar.set_postfix({k: row[k] for k in shown if k in row})
             save()
         elif step % config.checkpoint_every == 0:
             save()
