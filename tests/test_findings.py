@@ -35,12 +35,16 @@ def test_cc2d_findings_compare_with_rprloc_per_organ_and_name_the_costliest_scal
                  for o, v in zip(HAN_ORGANS, values)]
         rows.append({"method": method, "organ": "Mean", "iou_pct": float(np.mean(values)), "awd_mm": 10.0,
                      "time_s": 0.3})
-    landmarks = pd.DataFrame({"method": ["CC2D-SSL", "CC2D"], "mre_mm": [30.0, 49.0]})
+    same_template = pd.DataFrame({"method": ["CC2D-SSL", "CC2D"], "iou_pct": [30.0, 20.0], "mre_mm": [28.0, 29.0],
+                                  "template": "pt_1"})
     ablation = pd.DataFrame({"scales": ["all scales", "without scale 1", "without scale 5"],
                              "iou_pct": [29.0, 28.5, 27.0]})
-    text = findings.cc2d_findings(pd.DataFrame(rows), landmarks, ablation, "CC2D-SSL", "CC2D", "demo")
+    text = findings.cc2d_findings(pd.DataFrame(rows), same_template, ablation, "CC2D-SSL", "CC2D", "demo")
     assert "**CC2D-SSL**: 31.5 % IoU" in text and "(-9.2 IoU points for CC2D)" in text
     assert "Brainstem -13.0, Mandible +0.0" in text
-    assert "does not improve on them here" in text
+    assert "(pt_1): 20.0 vs 30.0 % IoU, landmark MRE 29.0 vs 28.0 mm" in text and "does not improve on them" in text
+    mixed = same_template.assign(mre_mm=[28.0, 27.0])
+    assert "improves on them in part" in findings.cc2d_findings(pd.DataFrame(rows), mixed, ablation, "CC2D-SSL",
+                                                                "CC2D", "demo")
     assert "without scale 5 changes the mean IoU the most (-2.0 points), without scale 1 the least (-0.5)" in text
 

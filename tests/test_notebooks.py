@@ -27,6 +27,7 @@ EXPECTED = {
                                        "figures/autoencoder_training.png", "tables/table3_timing.csv"],
     "06_cc2d": ["tables/cc2d_training.csv", "figures/cc2d_training.png", "figures/cc2d_similarity_maps.png",
                 "tables/cc2d_methods.csv", "tables/cc2d_landmarks.csv", "tables/cc2d_scale_ablation.csv",
+                "tables/cc2d_stage2_vs_stage1.csv",
                 "figures/cc2d_scale_ablation.png"],
     "07_pin": ["tables/pin_variants.csv", "tables/pin_single_vs_multiple.csv", "tables/pin_methods.csv",
                "tables/pin_training.csv", "figures/pin_training.png", "figures/pin_convergence.png",

@@ -554,6 +554,19 @@ def scale_ablation(settings, protocol=None) -> pd.DataFrame:
     return table.rename_axis("scales").reset_index()
 
 
+def template_comparison(settings, protocol=None) -> pd.DataFrame:
+    """CC2D-SSL against CC2D (TPL) with the same template (TPL's, the first support): box IoU and
+    AWD (averaged as the methods table's "Mean" rows) and landmark MRE / SDR, so that stage 2 is
+    compared with stage 1's answers for the support it learned from."""
+    template = template_id(settings)
+    runs = [run for run in stage_runs(settings, protocol) if run[1] == template]
+    means = summarize(score(settings, runs=runs), keys=("method",), organs=HAN_ORGANS)
+    table = means[means.organ == "Mean"].set_index("method")[["iou_pct", "awd_mm"]]
+    errors = landmark_errors(settings, runs=runs)
+    table = table.join(landmark_table(errors, settings.cc2d.sdr_radii_mm).set_index("method"))
+    return table.rename_axis("method").reset_index().assign(template=template)
+
+
 def sdr_column(radius_mm: float) -> str:
     """'sdr_5mm_pct', 'sdr_2_5mm_pct': the reference tables' naming."""
     return f"sdr_{f'{float(radius_mm):g}'.replace('.', '_')}mm_pct"

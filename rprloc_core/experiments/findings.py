@@ -293,10 +293,11 @@ def pin_findings(variants: pd.DataFrame, single_vs_multiple: pd.DataFrame, metho
     return "\n\n".join(lines)
 
 
-def cc2d_findings(methods: pd.DataFrame, landmarks: pd.DataFrame, ablation: pd.DataFrame, ssl_label: str,
+def cc2d_findings(methods: pd.DataFrame, same_template: pd.DataFrame, ablation: pd.DataFrame, ssl_label: str,
                   tpl_label: str, profile: str) -> str:
     """What notebook 06's tables say, in words computed from them: CC2D-SSL and CC2D against
-    one-shot RPR-Loc (boxes, per organ), stage 2 against stage 1, and the scale that matters most."""
+    one-shot RPR-Loc (boxes, per organ), stage 2 against stage 1 with the same template
+    (`cc2d_predictions.template_comparison`), and the scale that matters most."""
     mean = methods[methods.organ == "Mean"].set_index("method")
     lines = []
     rprloc = mean.loc[RPRLOC_LABEL] if RPRLOC_LABEL in mean.index and np.isfinite(mean.loc[RPRLOC_LABEL, "iou_pct"]) \
@@ -314,19 +315,20 @@ def cc2d_findings(methods: pd.DataFrame, landmarks: pd.DataFrame, ablation: pd.D
             text += "; per organ " + ", ".join(f"{o} {organs[o] - theirs[o]:+.1f}" for o in organs.index
                                                if o in theirs.index)
         lines.append(text + ".")
-    by_method = landmarks.set_index("method")
-    if ssl_label in by_method.index and tpl_label in by_method.index:
-        ssl, tpl = by_method.loc[ssl_label, "mre_mm"], by_method.loc[tpl_label, "mre_mm"]
-        lines.append(f"Landmark MRE: {ssl:.1f} mm after stage 1, {tpl:.1f} mm after the TPL stage "
-                     + ("(the detector trained on stage 1's answers improves on them, as in the paper: "
-                        "2.72 vs 4.67 mm there)." if tpl < ssl else
-                        "(the detector trained on stage 1's answers does not improve on them here; the paper "
-                        "had 2.72 vs 4.67 mm)."))
+    pair = same_template.set_index("method")
+    if ssl_label in pair.index and tpl_label in pair.index:
+        ssl, tpl = pair.loc[ssl_label], pair.loc[tpl_label]
+        better = [tpl.iou_pct > ssl.iou_pct, tpl.mre_mm < ssl.mre_mm]
+        verdict = ("improves on them, as in the paper" if all(better) else
+                   "does not improve on them" if not any(better) else "improves on them in part")
+        lines.append(f"Stage 2 against stage 1 with the same template ({pair.template.iloc[0]}): "
+                     f"{tpl.iou_pct:.1f} vs {ssl.iou_pct:.1f} % IoU, landmark MRE {tpl.mre_mm:.1f} vs "
+                     f"{ssl.mre_mm:.1f} mm: the detector trained on stage 1's answers {verdict} (the paper: MRE "
+                     "2.72 vs 4.67 mm on cephalograms).")
     drops = ablation.set_index("scales").iou_pct
     if "all scales" in drops.index and len(drops) > 1:
         others = drops.drop("all scales")
-        worst = others.idxmin()
-        least = others.idxmax()
+        worst, least = others.idxmin(), others.idxmax()
         lines.append(f"Leaving out one scale: {worst} changes the mean IoU the most "
                      f"({others[worst] - drops['all scales']:+.1f} points), {least} the least "
                      f"({others[least] - drops['all scales']:+.1f}).")
