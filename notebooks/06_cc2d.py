@@ -162,7 +162,7 @@ display(Markdown(markdown_table(same_template, floatfmt=".3g")))
 scales = cc2d_predictions.scale_ablation(settings, protocol)
 write_table(scales, "cc2d_scale_ablation", results, floatfmt=".3g")
 display(Markdown(markdown_table(scales, floatfmt=".3g")))
-fig = figures.cc2d_scale_ablation(scales, settings.cc2d.sdr_radii_mm[1])
+fig = figures.cc2d_scale_ablation(scales, settings.cc2d.sdr_radii_mm[-1])
 save_figure(fig, "cc2d_scale_ablation", results)
 plt.show()
 
