@@ -141,13 +141,20 @@ def test_train_publish_and_load_round_trip(trained, tmp_path):
         cc2d.model_file(released(tmp, **{"cc2d.downsample": 1}), "ssl")
 
 
-def test_every_pair_is_predicted_inside_the_query_and_scored(trained):
+@pytest.fixture(scope="module")
+def predicted(trained):
+    """(settings reading the published release, protocol) with every pair predicted."""
     tmp, settings, _ = trained
     if not weights.is_release(tmp / "release"):
         cc2d.publish(settings)
     release = released(tmp)
     protocol = one_shot_protocol(release)
     cc2d.predict_all(release, protocol, parallel=False, progress=False)
+    return release, protocol
+
+
+def test_every_pair_is_predicted_inside_the_query_and_scored(predicted):
+    release, protocol = predicted
     assert not cc2d.cache(release, "ssl").missing(protocol.pairs)
     template = cc2d.template_id(release)
 
@@ -179,13 +186,8 @@ def test_every_pair_is_predicted_inside_the_query_and_scored(trained):
         ssl.groupby(["support", "query", ssl.landmark.str.split().str[0]]).error_mm.mean().mean(), rel=1e-6)
 
 
-def test_the_scale_ablation_leaves_out_one_scale_at_a_time_and_its_full_row_is_cc2d_ssl(trained):
-    tmp, settings, _ = trained
-    if not weights.is_release(tmp / "release"):
-        cc2d.publish(settings)
-    release = released(tmp)
-    protocol = one_shot_protocol(release)
-    cc2d.predict_all(release, protocol, parallel=False, progress=False)
+def test_the_scale_ablation_leaves_out_one_scale_at_a_time_and_its_full_row_is_cc2d_ssl(predicted):
+    release, protocol = predicted
     n = release.cc2d.train.n_scales
     subsets = cc2d.scale_subsets(release)
     assert list(subsets.values()) == [tuple(range(n))] + [tuple(i for i in range(n) if i != s) for s in range(n)]
@@ -199,6 +201,17 @@ def test_the_scale_ablation_leaves_out_one_scale_at_a_time_and_its_full_row_is_c
     assert table.loc["all scales", "mre_mm"] == pytest.approx(landmarks.set_index("method").loc[cc2d.SSL_LABEL,
                                                                                                   "mre_mm"], rel=1e-9)
     assert np.isfinite(table[["iou_pct", "awd_mm", "mre_mm"]].to_numpy()).all()
+
+
+def test_stage2_is_compared_with_stage1_on_its_own_template_only(predicted):
+    release, protocol = predicted
+    table = cc2d.template_comparison(release, protocol).set_index("method")
+    template = cc2d.template_id(release)
+    assert list(table.index) == [cc2d.SSL_LABEL, cc2d.TPL_LABEL] and (table.template == template).all()
+    errors = cc2d.landmark_errors(release, protocol)
+    ssl = errors[(errors.method == cc2d.SSL_LABEL) & (errors.support == template)]
+    assert table.loc[cc2d.SSL_LABEL, "mre_mm"] == pytest.approx(ssl.error_mm.mean(), rel=1e-9)
+    assert table.loc[cc2d.SSL_LABEL, "n_landmarks"] == table.loc[cc2d.TPL_LABEL, "n_landmarks"] == len(ssl)
 
 
 def test_training_ablation_changes_one_setting_per_variant_and_is_released(trained, tmp_path, monkeypatch):
