@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 
 from rprloc_core.data import dataset
+from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.errors import RprlocError
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.protocol import validation_protocol
+from rprloc_core.evaluation.scoring import summarize
 from rprloc_core.experiments import cc2d_predictions as cc2d
 from rprloc_core.settings import load_settings, parse_assignments
 
@@ -86,13 +88,14 @@ def score_variants(settings, protocol=None) -> pd.DataFrame:
     rows = []
     for label, config in variants(settings).items():
         runs = list(variant_runs(settings, label, protocol))
-        boxes = cc2d.score(settings, runs=runs)
+        means = summarize(cc2d.score(settings, runs=runs), keys=("method",), organs=HAN_ORGANS)
+        mean = means[means.organ == "Mean"].iloc[0]            # as the methods table's "Mean" rows
         landmarks = cc2d.landmark_table(cc2d.landmark_errors(settings, runs=runs), settings.cc2d.sdr_radii_mm)
         saved = cc2d.saved_checkpoint(variant_dir(settings, config) / "last.pt")
         rows.append({"variant": label, "embedding_length": config.embedding_length,
                      "local_window": config.local_window, "steps": saved["step"],
-                     "train_minutes": saved["train_time_s"] / 60, "iou_pct": boxes.iou_pct.mean(),
-                     "awd_mm": boxes.awd_mm.mean(), **landmarks.drop(columns="method").iloc[0].to_dict()})
+                     "train_minutes": saved["train_time_s"] / 60, "iou_pct": mean.iou_pct,
+                     "awd_mm": mean.awd_mm, **landmarks.drop(columns="method").iloc[0].to_dict()})
     return pd.DataFrame(rows)
 
 
