@@ -188,7 +188,7 @@ else:
 
 # %%
 display(Markdown(findings.cc2d_findings(cc2d_methods.table, same_template, scales, cc2d_predictions.SSL_LABEL,
-                                        cc2d_predictions.TPL_LABEL, profile)))
+                                        cc2d_predictions.TPL_LABEL, profile, training_ablation)))
 
 # %% [markdown]
 # ## Why CC2D trails RPR-Loc here

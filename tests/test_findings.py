@@ -47,4 +47,12 @@ def test_cc2d_findings_compare_with_rprloc_per_organ_and_name_the_costliest_scal
     assert "improves on them in part" in findings.cc2d_findings(pd.DataFrame(rows), mixed, ablation, "CC2D-SSL",
                                                                 "CC2D", "demo")
     assert "without scale 5 changes the mean IoU the most (-2.0 points), without scale 1 the least (-0.5)" in text
+    ablation_table = pd.DataFrame({"variant": ["L 16, window 9 (the release's settings)", "L 8", "window 13"],
+                                   "steps": 250, "iou_pct": [21.3, 22.1, 23.1], "mre_mm": [40.2, 39.2, 34.7]})
+    text = findings.cc2d_findings(pd.DataFrame(rows), same_template, ablation, "CC2D-SSL", "CC2D", "demo",
+                                  ablation_table)
+    assert "favours **window 13** over the release's settings: 23.1 vs 21.3 % IoU, landmark MRE 34.7 vs 40.2" in text
+    text = findings.cc2d_findings(pd.DataFrame(rows), same_template, ablation, "CC2D-SSL", "CC2D", "demo",
+                                  ablation_table.assign(iou_pct=[25.0, 22.1, 23.1]))
+    assert "keeps the release's settings: no variant beats their 25.0 % IoU" in text
 

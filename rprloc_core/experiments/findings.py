@@ -294,10 +294,12 @@ def pin_findings(variants: pd.DataFrame, single_vs_multiple: pd.DataFrame, metho
 
 
 def cc2d_findings(methods: pd.DataFrame, same_template: pd.DataFrame, ablation: pd.DataFrame, ssl_label: str,
-                  tpl_label: str, profile: str) -> str:
+                  tpl_label: str, profile: str, training_ablation: pd.DataFrame | None = None) -> str:
     """What notebook 06's tables say, in words computed from them: CC2D-SSL and CC2D against
     one-shot RPR-Loc (boxes, per organ), stage 2 against stage 1 with the same template
-    (`cc2d_predictions.template_comparison`), and the scale that matters most."""
+    (`cc2d_predictions.template_comparison`), the scale that matters most, and whether the training
+    ablation (experiments.cc2d_ablation; its first row has the release's settings) beats the release's
+    settings."""
     mean = methods[methods.organ == "Mean"].set_index("method")
     lines = []
     rprloc = mean.loc[RPRLOC_LABEL] if RPRLOC_LABEL in mean.index and np.isfinite(mean.loc[RPRLOC_LABEL, "iou_pct"]) \
@@ -332,6 +334,19 @@ def cc2d_findings(methods: pd.DataFrame, same_template: pd.DataFrame, ablation: 
         lines.append(f"Leaving out one scale: {worst} changes the mean IoU the most "
                      f"({others[worst] - drops['all scales']:+.1f} points), {least} the least "
                      f"({others[least] - drops['all scales']:+.1f}).")
+    if training_ablation is not None and len(training_ablation):
+        variants = training_ablation.set_index("variant")
+        base, best = variants.index[0], variants.iou_pct.idxmax()
+        steps = int(variants.steps.iloc[0])
+        if best == base:
+            lines.append(f"The training ablation ({steps} steps per variant, validation patients) keeps the "
+                         f"release's settings: no variant beats their {variants.iou_pct[base]:.1f} % IoU.")
+        else:
+            lines.append(f"The training ablation ({steps} steps per variant, validation patients) favours "
+                         f"**{best}** over the release's settings: {variants.iou_pct[best]:.1f} vs "
+                         f"{variants.iou_pct[base]:.1f} % IoU, landmark MRE {variants.mre_mm[best]:.1f} vs "
+                         f"{variants.mre_mm[base]:.1f} mm. It ran after the release was trained; a retrain with it "
+                         "is the next step.")
     if profile == "smoke":
         lines.append("*Smoke profile: synthetic phantoms and tiny models; these numbers say nothing about "
                      "the methods.*")
