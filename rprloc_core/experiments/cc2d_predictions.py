@@ -519,7 +519,8 @@ def score(settings, protocol=None, runs=None) -> pd.DataFrame:
     RPR-Loc's rows; time_s = the pair's wall time / the organs predicted (four). `runs`: what to
     score (default: `stage_runs`)."""
     rows = []
-    for label, support_id, query_id, organs, points, time_s in runs or stage_runs(settings, protocol):
+    runs = stage_runs(settings, protocol) if runs is None else runs
+    for label, support_id, query_id, organs, points, time_s in runs:
         case = dataset.load_case(settings, query_id)
         keep = np.array([organ in case.labels for organ in organs])
         if keep.any():
@@ -532,7 +533,8 @@ def landmark_errors(settings, protocol=None, runs=None) -> pd.DataFrame:
     """One row per (method, support, query, landmark) whose organ the query has: the Euclidean
     error in mm between the predicted and the query's true extreme point."""
     rows, names, truths = [], landmark_names(), {}
-    for label, support_id, query_id, _, points, _ in runs or stage_runs(settings, protocol):
+    runs = stage_runs(settings, protocol) if runs is None else runs
+    for label, support_id, query_id, _, points, _ in runs:
         if query_id not in truths:                 # the ablation reads each query six times per support
             truths[query_id] = true_landmarks(settings, query_id)
         truth = truths[query_id]
