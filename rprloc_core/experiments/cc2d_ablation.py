@@ -29,6 +29,7 @@ from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.protocol import validation_protocol
 from rprloc_core.evaluation.scoring import summarize
 from rprloc_core.experiments import cc2d_predictions as cc2d
+from rprloc_core.reporting import write_text
 from rprloc_core.settings import load_settings, parse_assignments
 
 BASE_LABEL = "the release's settings"
@@ -105,10 +106,7 @@ def run(settings, parallel: bool = True, progress: bool = True) -> pd.DataFrame:
     for summary in run_jobs(train_variant, jobs, "CC2D ablation variants", parallel=parallel, progress=progress):
         print(", ".join(f"{k} {v}" for k, v in summary.items() if k in ("variant", "steps", "stopped")))
     table = score_variants(settings)
-    path = cc2d.ablation_table_path(settings)
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_text(table.to_csv(index=False), cc2d.ablation_table_path(settings))
     return table
 
 
