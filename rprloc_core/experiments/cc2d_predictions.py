@@ -548,10 +548,10 @@ def scale_ablation(settings, protocol=None) -> pd.DataFrame:
     """The paper's Table 3 on OpenKBP: per subset of scales, box IoU and AWD (averaged as the
     methods table's "Mean" rows: per organ over the queries, over the organs, over the supports)
     and the landmark MRE / SDR, from the answers cached with CC2D-SSL's."""
-    boxes = score(settings, protocol, list(ablation_runs(settings, protocol)))
-    means = summarize(boxes, keys=("method",), organs=HAN_ORGANS)
+    runs = list(ablation_runs(settings, protocol))                 # read the cache once for both scores
+    means = summarize(score(settings, runs=runs), keys=("method",), organs=HAN_ORGANS)
     table = means[means.organ == "Mean"].set_index("method")[["iou_pct", "awd_mm"]]
-    errors = landmark_errors(settings, protocol, ablation_runs(settings, protocol))
+    errors = landmark_errors(settings, runs=runs)
     table = table.join(landmark_table(errors, settings.cc2d.sdr_radii_mm).set_index("method"))
     return table.rename_axis("scales").reset_index()
 
