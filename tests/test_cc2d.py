@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from rprloc_core.cc2d.augment import crop_start, random_crop
 from rprloc_core.cc2d.config import CC2DTrainConfig, TPLTrainConfig
 from rprloc_core.cc2d.inference import (
+    embed,
     localize_landmarks,
-    localize_scale_subsets,
+    locate_subsets,
     similarity_maps,
     template_vectors,
     unit_cosine,
@@ -196,7 +197,7 @@ def test_scale_subsets_share_one_pass_and_match_each_product():
     model = LocalContent(3)
     vectors = template_vectors(model, template, points)
     subsets = [(0, 1, 2), (1, 2), (2,)]
-    found = localize_scale_subsets(model, query, vectors, subsets, landmarks_per_batch=2)
+    found = locate_subsets(embed(model, query), vectors, shape, subsets, landmarks_per_batch=2)
     np.testing.assert_array_equal(found[0], localize_landmarks(model, query, template, points))
     maps = similarity_maps(model, query, template, points)            # (P, scales, *shape)
     for subset, points_found in zip(subsets, found):

@@ -113,14 +113,6 @@ def localize_with_vectors(model: torch.nn.Module, query_image, vectors: Sequence
 
 
 @torch.inference_mode()
-def localize_scale_subsets(model: torch.nn.Module, query_image, vectors: Sequence[torch.Tensor], subsets,
-                           landmarks_per_batch: int = 8) -> list[np.ndarray]:
-    """`localize_with_vectors` once per subset of scales (0 = finest): predicted voxels (P, dims)
-    per subset, the query embedded once."""
-    return locate_subsets(embed(model, query_image), vectors, np.shape(query_image), subsets, landmarks_per_batch)
-
-
-@torch.inference_mode()
 def localize_landmarks(model: torch.nn.Module, query_image, template_image, template_points_idx,
                        landmarks_per_batch: int = 8, return_maps_for: int | None = None):
     """The template landmarks (P, dims) found in the query image: predicted voxels (P, dims) int64

@@ -4,6 +4,7 @@ same one-shot search as the release. It trains, so `make reproduce` never runs i
 into the release's manifest (`cc2d_predictions.publish`), and notebook 06 shows it from there.
 
     python -m rprloc_core.experiments.cc2d_ablation --profile demo      # resumable, two workers
+    python -m rprloc_core.experiments.cc2d_ablation --profile demo --publish --overwrite   # into the release
 
 Every variant, the release's own settings included, is trained for `cc2d.ablation_steps` (shorter
 than the release, for CPU time) from the same seed on the same patients, so the variants differ in
@@ -14,7 +15,6 @@ fair comparison here (its window and length are the settings being changed).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,13 +24,12 @@ import pandas as pd
 
 from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
-from rprloc_core.errors import RprlocError
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.protocol import validation_protocol
 from rprloc_core.evaluation.scoring import summarize
 from rprloc_core.experiments import cc2d_predictions as cc2d
+from rprloc_core.experiments import training_cli
 from rprloc_core.reporting import write_text
-from rprloc_core.settings import load_settings, parse_assignments
 
 BASE_LABEL = "the release's settings"
 
@@ -111,22 +110,16 @@ def run(settings, parallel: bool = True, progress: bool = True) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rprloc_core.experiments.cc2d_ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="demo")
-    parser.add_argument("--set", nargs="*", dest="overrides", metavar="KEY=VALUE", help="profile settings to change")
-    parser.add_argument("--serial", action="store_true", help="one variant at a time (default: two processes)")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(args.profile, {**parse_assignments(args.overrides), "weights.source": "train"})
-        table = run(settings, parallel=not args.serial)
-    except RprlocError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    print(f"saved {cc2d.ablation_table_path(settings)}; `python -m rprloc_core.experiments.cc2d_predictions "
-          "--publish --overwrite` puts it in the release")
-    return 0
+    def train(settings, parallel):
+        table = run(settings, parallel=parallel)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        return [{"name": variant, "steps": steps} for variant, steps in zip(table.variant, table.steps)]
+
+    def published(settings, overwrite):
+        cc2d.publish(settings, overwrite=overwrite)
+        return [f"published CC2D with the ablation's table to {cc2d.release_dir(settings)}"]
+
+    return training_cli.run(argv, "python -m rprloc_core.experiments.cc2d_ablation", __doc__, train, published)
 
 
 if __name__ == "__main__":
