@@ -23,7 +23,7 @@ from rprloc_core.detector.config import RESUMABLE_CHANGES, DetectorTrainConfig
 from rprloc_core.detector.network import DetectorNet
 from rprloc_core.detector.samples import DetectorSample, make_batch, mirrored
 from rprloc_core.metrics import box_iou_voxel
-from rprloc_core.training_loop import run_training
+from rprloc_core.training_loop import load_weights, run_training
 
 
 def build_network(config: DetectorTrainConfig) -> DetectorNet:
@@ -105,8 +105,5 @@ def train_detector(config: DetectorTrainConfig, train: list[DetectorSample], val
 
 
 def load_detector(path) -> tuple[DetectorNet, dict]:
-    """A trained network (eval mode) and its training config."""
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    net = DetectorNet(**saved["net_config"])
-    net.load_state_dict(saved["model"])
-    return net.eval(), saved["config"]
+    """A trained network (eval mode, CPU) and its training config."""
+    return load_weights(path, DetectorNet)
