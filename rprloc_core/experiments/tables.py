@@ -289,39 +289,33 @@ def references_table(settings, protocol, chosen: str, parallel: bool = True,
     return PaperTable(table, per_query, {"order": order})
 
 
-# ------------------------------------------------------------------------------ notebook 07
+# ------------------------------------------------------------------------------ notebooks 06, 07
 
-def cc2d_methods_table(settings, protocol) -> PaperTable:
-    """CC2D-SSL (every support) and CC2D (its one template) as rows of the methods table, seconds
-    per organ measured while predicting in the single-thread workers (the support's embeddings
-    made once per support, as RPR-Loc's are), RPR-Loc's default schedule on the same supports and
-    queries beside (accuracy only; its time is Table 3's)."""
-    per_query = [cc2d_predictions.score(settings, protocol)]
+def beside_rprloc(settings, protocol, rows: pd.DataFrame, source: str) -> PaperTable:
+    """A method's per-query rows as methods-table rows, seconds per organ the mean of their own
+    `time_s` (measured while predicting: `source` says how), with RPR-Loc's default schedule on the
+    same supports and queries beside (accuracy only, from the cache; its time is Table 3's)."""
+    times = rows.groupby("method").time_s.mean().to_dict()
+    per_query = [rows]
     if rprloc_predictions.have_predictions(settings, protocol):
         stage = rprloc_predictions.DEFAULT_STAGE
         per_query.append(rprloc_predictions.score(settings, protocol, "extreme",
                                                   [(stage, settings.rprloc.inference.k)], {stage: RPRLOC_LABEL}))
     per_query = pd.concat(per_query, ignore_index=True)
-    cc2d_rows = per_query[per_query.method.isin(list(cc2d_predictions.LABELS.values()))]
-    times = cc2d_rows.groupby("method").time_s.mean().to_dict()
-    sources = {m: "measured here: every pair, while predicting, one thread per worker" for m in times}
+    sources = {m: f"measured here: {source}" for m in times}
     table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs, paper_only=())
     return PaperTable(table, per_query)
+
+
+def cc2d_methods_table(settings, protocol) -> PaperTable:
+    """CC2D-SSL (every support) and CC2D (its one template) as rows of the methods table (the
+    support's embeddings made once per support, as RPR-Loc's are), `beside_rprloc`."""
+    return beside_rprloc(settings, protocol, cc2d_predictions.score(settings, protocol),
+                         "every pair, while predicting, one thread per worker")
 
 
 def pin_methods_table(settings, protocol) -> PaperTable:
     """PIN-Single and PIN-Multiple as rows of the methods table (boxes from their predicted extreme
-    points, support "none", seconds per organ measured while predicting in the single-thread
-    workers), with RPR-Loc's default schedule on the same queries beside (accuracy only, from the
-    cache; its time is Table 3's)."""
-    per_query = [pin_predictions.score_boxes(settings, protocol.queries)]
-    if rprloc_predictions.have_predictions(settings, protocol):
-        stage = rprloc_predictions.DEFAULT_STAGE
-        per_query.append(rprloc_predictions.score(settings, protocol, "extreme",
-                                                  [(stage, settings.rprloc.inference.k)], {stage: RPRLOC_LABEL}))
-    per_query = pd.concat(per_query, ignore_index=True)
-    pin_rows = per_query[per_query.method.isin([pin_predictions.SINGLE_LABEL, pin_predictions.MULTIPLE_LABEL])]
-    times = pin_rows.groupby("method").time_s.mean().to_dict()
-    sources = {m: "measured here: every test query, while predicting, one thread per worker" for m in times}
-    table = methods_table(per_query, times, sources, paper_table("rprloc_table3"), protocol.organs, paper_only=())
-    return PaperTable(table, per_query)
+    points, support "none"), `beside_rprloc`."""
+    return beside_rprloc(settings, protocol, pin_predictions.score_boxes(settings, protocol.queries),
+                         "every test query, while predicting, one thread per worker")
