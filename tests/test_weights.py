@@ -253,7 +253,10 @@ def test_cc2d_release_is_whole_and_documented():
     assert set(manifest["models"]) == {"ssl", "tpl"}
     for stage, config in (("ssl", SETTINGS.cc2d.train), ("tpl", SETTINGS.cc2d.tpl)):
         entry = manifest["models"][stage]
-        assert entry["training"] == config.to_dict() and entry["summary"]["steps"] == config.steps, stage
+        # time_limit_s is when the last call would have paused (a GPU call's was shorter), not what was learned
+        same = {k: v for k, v in config.to_dict().items() if k != "time_limit_s"}
+        assert {k: v for k, v in entry["training"].items() if k != "time_limit_s"} == same, stage
+        assert entry["summary"]["steps"] == config.steps, stage
         assert entry["history"] and "val_error_vox" in entry["history"][-1], stage
     assert manifest["cc2d"]["downsample"] == SETTINGS.cc2d.downsample and manifest["torch"].startswith("2.13")
     template = manifest["template"]      # a validation patient (no data read here: make test may run before it exists)
