@@ -36,8 +36,11 @@
 #   training step, about 28 s a step on one CPU thread at 3 x 2 x 2 mm, 3.6 s at 6 x 4 x 4 mm.
 # - A small U-Net (8-16-32-64-64 channels, instance norm) instead of the ImageNet VGG19: no
 #   pretrained weights offline, and it has to train on a CPU.
-# - 500 stage-1 steps and 2,000 TPL steps (the paper: thousands on a GPU); crops of 144 x 128 x
-#   192 mm, a local window of 9 cells per axis; the checkpoint with the lowest validation loss.
+# - 1,000 stage-1 steps and 3,000 TPL steps (the paper: thousands); crops of 144 x 128 x 192 mm, a
+#   local window of 13 cells per axis (the ablation below); the checkpoint with the lowest
+#   validation loss. The release was trained on a GPU lent for one session (stage 1: 80 s; the
+#   pseudo-labels and the first 1,294 TPL steps, the rest resumed on this 2-core CPU); a CPU-only
+#   retrain takes about an hour (see the model card).
 # - The TPL template is the one-shot protocol's first support (a validation patient). One detector
 #   per template: it answers with that template's landmarks whatever support is given, so its rows
 #   carry that one support.
@@ -84,10 +87,11 @@ write_table(checks, "cc2d_training", results, floatfmt=".3g")
 display(Markdown(markdown_table(checks, floatfmt=".3g")))
 
 # %% [markdown]
-# How many stage-2 steps: a first run stopped at 800 steps with its validation error against stage
-# 1's answers still falling fast (9.3 pooled voxels); resumed to 2,000 steps it fell to about 4,
-# and the loss was still creeping down at the end (the right-hand panels). 2,000 is what the CPU
-# budget allowed; the checkpoint with the lowest validation loss is the release's.
+# How many steps: the first release (500 stage-1 steps, window 9) stopped with stage 1's validation
+# error still falling (9.3 pooled voxels at step 500); with 1,000 steps and window 13 it reached
+# 3.6 at step 950. Its TPL stage had reached 3.7 voxels at 2,000 steps, still falling; here it
+# levels off at about 4 from step 2,100 on (the right-hand panels), so 3,000 steps are enough. The
+# checkpoint with the lowest validation loss of each stage is the release's.
 
 # %%
 fig = figures.cc2d_training(history)
@@ -197,17 +201,19 @@ display(Markdown(findings.cc2d_findings(cc2d_methods.table, same_template, scale
 #   carries little texture of its own: the top of the brainstem or the lateral edge of a parotid
 #   looks much like the tissue around it, so the product of the maps peaks at a similar-looking
 #   place nearby (the brainstem row of the figure above: close in the axial plane, off in height). The
-#   mandible, bone with a distinctive shape, is where CC2D-SSL matches RPR-Loc. RPR-Loc regresses
+#   mandible, bone with a distinctive shape, is where CC2D-SSL matches or beats RPR-Loc. RPR-Loc regresses
 #   the offset from any patch to the landmark: it learns the layout of the head, so it can place a
 #   point where nothing local marks it.
 # - **Resolution and training.** The paper's CC2D worked on 0.1 mm cephalograms with an ImageNet
 #   VGG19 trained for thousands of steps on a GPU; here stage 1 is a small U-Net on a 6 x 4 x 4 mm
-#   grid trained for 500 steps on a CPU, and its validation loss and error were still falling when
-#   the steps ran out (the training figure). A longer run (a GPU session: the paper profile) is the
-#   first thing to try; the ablation shows how much the shorter runs change with L and the window.
+#   grid trained for 1,000 steps, and its validation loss was still falling slowly when the steps
+#   ran out (the training figure). The ablation shows how much the shorter runs change with L and
+#   the window. Training budget matters here: the first release (window 9, 500 stage-1 and 2,000
+#   TPL steps on the CPU) scored 31.6 % (CC2D-SSL) and 22.1 % (TPL) mean IoU on these pairs; this
+#   one (window 13, 1,000 and 3,000 steps) scores the rows above.
 # - **The TPL stage** can only learn what stage 1 told it about the training patients (its targets
-#   are stage 1's answers, which on the test queries are about 3 cm off on average), and it answers
+#   are stage 1's answers, which on the test queries are about 2.5 cm off on average), and it answers
 #   for one template only. It improves on stage 1 in the paper because a detector averages
 #   consistent pseudo-labels over many images; the same-template table says whether it does so
-#   here. Its validation error against stage 1's answers was still falling at 2,000 steps.
+#   here. Its validation error against stage 1's answers levelled off at about 4 voxels.
 
