@@ -3,6 +3,7 @@ its settings parse and refuse impossible values, stage 1 reads no mask, a traine
 is published and loaded back (sha256 checked, never replaced unasked), every (support, query) pair
 gets finite scores with points inside the query, and a longer run resumes the trained one."""
 
+import json
 import shutil
 
 import numpy as np
@@ -14,7 +15,7 @@ from rprloc_core.data.phantom import write_phantom_dataset
 from rprloc_core.errors import DataError
 from rprloc_core.evaluation.protocol import one_shot_protocol
 from rprloc_core.experiments import cc2d_predictions as cc2d
-from rprloc_core.experiments import weights
+from rprloc_core.experiments import models, weights
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.settings import CC2DSettings, SettingsError, load_settings
 
@@ -121,6 +122,15 @@ def test_train_publish_and_load_round_trip(trained, tmp_path):
         cc2d.publish(settings)
     again = cc2d.publish(settings, overwrite=True)
     assert again["models"]["ssl"]["sha256"] == manifest["models"]["ssl"]["sha256"]
+    assert "provenance" not in again["models"]["ssl"]          # trained here: nothing to say
+    note = cc2d.trained_dir(settings) / "ssl" / models.PROVENANCE
+    note.write_text(json.dumps({"machine": "a lent GPU"}))       # a stage trained elsewhere says so
+    try:
+        told = cc2d.publish(settings, overwrite=True)
+    finally:
+        note.unlink()
+    assert told["models"]["ssl"]["provenance"] == {"machine": "a lent GPU"}
+    assert "provenance" not in told["models"]["tpl"]
 
     release = released(tmp)
     assert cc2d.template_id(release) == template

@@ -320,10 +320,9 @@ def _stage_entry(settings, stage: str, folder: Path, staging: Path, extra: dict)
     summary = {"steps": int(last["step"]), "best_step": int(best["step"]), "best_val_loss": best["val_loss"],
                "train_time_s": float(last["train_time_s"]),
                "parameters": int(sum(v.numel() for v in best["model"].values()))}
-    provenance = folder / models.PROVENANCE      # a run trained on another machine says how
     return {"source": staging / f"{stage}.pt", "kind": f"cc2d-{stage}", "architecture": best["net_config"],
             "training": last["config"], "summary": summary, "history": last["history"],
-            **({"provenance": json.loads(provenance.read_text())} if provenance.is_file() else {})}
+            **models.provenance_entry(folder)}
 
 
 def publish(settings, overwrite: bool = False) -> dict:

@@ -138,6 +138,13 @@ def history(settings, name: str) -> pd.DataFrame:
     return load_history(models_dir(settings) / name)
 
 
+def provenance_entry(folder: Path) -> dict:
+    """{"provenance": ...} from a run folder's provenance.json (a model trained on another machine
+    says where and how), or {} for a run trained here: a release entry's optional part."""
+    path = Path(folder) / PROVENANCE
+    return {"provenance": json.loads(path.read_text())} if path.is_file() else {}
+
+
 def publish_release(settings, overwrite: bool = False) -> dict:
     """Copy the models trained here (every Pnet of the profile and the auto-encoder) into the
     profile's release folder, with a manifest. Replaces an existing release only with `overwrite`."""
@@ -161,12 +168,11 @@ def publish_release(settings, overwrite: bool = False) -> dict:
             extra["train_config"] = {**extra.get("train_config", {}), "init_from": init_from}
             path = Path(tempfile.mkdtemp()) / "best.pt"
             torch_save({**payload, "extra": extra}, path)
-        provenance = models_dir(settings) / name / PROVENANCE
         entries[name] = {"source": path, "kind": "pnet", "architecture": payload["config"],
                          "training": {k: v for k, v in config.to_dict().items() if k != "init_from"}
                          | {"init_from": init_from},
                          "summary": summary,
-                         **({"provenance": json.loads(provenance.read_text())} if provenance.is_file() else {}),
+                         **provenance_entry(models_dir(settings) / name),
                          "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
     checkpoint = trained_file(settings, AUTOENCODER)
     if checkpoint.is_file():
