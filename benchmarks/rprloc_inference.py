@@ -218,6 +218,10 @@ def measure(task: dict) -> dict:
     torch.set_num_threads(task["threads"])
     inputs = load_inputs(task["profile"])
     coarse, fine = inputs["models"]["coarse"], inputs["models"]["fine"]
+    if task.get("fine_file"):                           # --compare-fine: another Mf in the same schedule
+        from rprloc_core.rprloc.pnet import load_pnet
+
+        fine = load_pnet(task["fine_file"])
     query, support, points, organs = inputs["query"], inputs["support"], inputs["points"], inputs["organs"]
     n_organs = len(set(organs))
     if task["kind"] == "template":
@@ -356,6 +360,18 @@ def markdown(report: dict) -> str:
         rows.append(f"Default schedule with the support's embeddings computed once and reused (a series of queries, "
                     f"the widget): {reused['1']['per_organ_s']:.3f} / {reused['2']['per_organ_s']:.3f} s/organ "
                     "on 1 / 2 threads.")
+    compared = report.get("default_with_compared_fine")
+    if compared:
+        mine = default["this"]
+        rows.append(f"Default schedule with another fine model, same run (width {compared['base_width']}, sha256 "
+                    f"{compared['fine_sha256'][:12]}): {compared['embedded']['1']['per_organ_s']:.3f} / "
+                    f"{compared['embedded']['2']['per_organ_s']:.3f} s/organ on 1 / 2 threads, "
+                    f"{compared['reused']['1']['per_organ_s']:.3f} / {compared['reused']['2']['per_organ_s']:.3f} with "
+                    "the support reused; the profile's Mf is "
+                    f"{compared['embedded']['1']['per_organ_s'] / mine['1']['per_organ_s']:.1f} / "
+                    f"{compared['embedded']['2']['per_organ_s'] / mine['2']['per_organ_s']:.1f}x faster (embedded) and "
+                    f"{compared['reused']['1']['per_organ_s'] / reused['1']['per_organ_s']:.1f} / "
+                    f"{compared['reused']['2']['per_organ_s'] / reused['2']['per_organ_s']:.1f}x (reused).")
     rows.append("")
     rows.append("Batch size (patches per network call), ms per patch, best of 5 interleaved rounds "
                 f"(the engine's default: {report['default_batch_size']}):")
@@ -380,6 +396,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--k", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--template-methods", nargs="*", default=["gs_mse", "gs_cosine", "gs_ncc", "fm_mse", "fm_cosine"])
+    parser.add_argument("--compare-fine", type=Path, default=None, metavar="CHECKPOINT",
+                        help="also time the default schedule with this fine model in place of the profile's (e.g. a "
+                             "previous release's Mf, from git: git show <commit>:weights/<release>/fine.pt > f.pt)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -417,6 +436,23 @@ def main(argv=None) -> dict:
         schedules[label] = entry
     default_reused = {str(t): run_child(task(default, "this", t, reuse_support=True)) for t in (1, 2)}
     schedules[default.label]["this, support embeddings reused"] = default_reused
+    compared = None
+    if args.compare_fine:                               # the same run, so the ratio is a side-by-side one
+        from rprloc_core.experiments.weights import sha256
+        from rprloc_core.rprloc.pnet import load_pnet
+
+        other = load_pnet(args.compare_fine)
+        compared = {"fine_sha256": sha256(args.compare_fine), "base_width": other.base_width,
+                    "embedded": {str(t): run_child(task(default, "this", t, fine_file=str(args.compare_fine)))
+                                 for t in (1, 2)},
+                    "reused": {str(t): run_child(task(default, "this", t, fine_file=str(args.compare_fine),
+                                                      reuse_support=True)) for t in (1, 2)}}
+        for how in ("embedded", "reused"):
+            for measured in compared[how].values():
+                measured.pop("points_mm", None)
+        print(f"default schedule, compared Mf (width {other.base_width}): " + "  ".join(
+            f"{how} {t} thr {compared[how][t]['per_organ_s']:.3f}" for how in ("embedded", "reused")
+            for t in ("1", "2")), flush=True)
     for label, acc in accuracy_table(args.profile).items():
         if label in schedules:
             schedules[label]["validation_accuracy"] = acc
@@ -449,6 +485,7 @@ def main(argv=None) -> dict:
                                for role, model in inputs["models"].items()},
         "default_vs_fastest_template_matching_2_threads":
             template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],
+        "default_with_compared_fine": compared,
         "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(),
         "load_average_1_5_15min": list(os.getloadavg()), "python": platform.python_version(),
         "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
