@@ -103,7 +103,8 @@ plt.show()
 #
 # The released models were trained on a GPU lent for one session (an H200, four candidate runs at
 # once, the product's own `train_pnet`; the volumes were carried as uint8, see the manifest's
-# `provenance`): width 16, 8 volumes x 16 patches per step (1,920 pairs), weight decay 0, a
+# `provenance`): width 16 (Mf is now width 8, see the end of this section), 8 volumes x 16 patches
+# per step (1,920 pairs), weight decay 0, a
 # schedule of 5,000 steps with the learning rate x0.9 every 250. The machine's time ran out before
 # the schedule ended (Mc at step 4,625, Mf at 3,250); the optimizer state went with the machine, so
 # the released checkpoints are the best by validation loss up to then. The candidates:
@@ -161,3 +162,29 @@ plt.show()
 # measurable. A better-fitted coarse model is not what keeps RPR-Loc near 37 % on validation
 # patients: notebook 03's self-localisation (the networks alone) leaves 10 / 5 / 4 mm per axis
 # after Mc + Mf, while across patients the points are over 20 mm off.
+#
+# **A cheaper fine model** (the speed issue; a third GPU session, one H100): the fine stage is most
+# of the default schedule's time (six fine patches per organ, each 4 times a coarse patch's FLOPs).
+# A fine Pnet of base width 8 (a quarter of the convolution FLOPs) with otherwise the released Mf's
+# settings was trained with `train_pnet` on the first 35 training patients (what the transfer limit
+# left room for next to the code; the width-16 Mf had 50) and paused by the call's time limit at
+# step 3,583 of 5,000 (best checkpoint 3,500). Its validation MSE is higher, but the boxes are not
+# worse. Validation protocol, the released Mc, K = 15, mean IoU over (query, organ), mean over
+# supports (the same runs for both models up to the fine move):
+#
+# | Mf | validation MSE | Mc + Mf, 3 supports | default, 3 supports | default, 9 supports | ms per fine patch, 1 thread |
+# |---|---|---|---|---|---|
+# | width 16 (the previous release) | 39 mm^2 | 36.8 % (8.8 mm) | 36.4 % (8.7 mm) | 36.3 % (9.1 mm) | 14 |
+# | **width 8** (released) | 48 mm^2 | 37.6 % (8.5 mm) | 37.4 % (8.4 mm) | **36.4 %** (9.1 mm) | 5 |
+# | paired difference, mean ± SD over supports | | +0.9 ± 2.9 | +1.0 ± 2.8 | **+0.05 ± 1.75** | |
+#
+# The first three supports were the protocol's; the step to nine came after the test queries of
+# notebook 03 showed the width-8 model 1.9 points lower (default schedule, each of the 3 test
+# supports lower), which three supports cannot rule out on validation. The rule, written down before
+# the six extra supports ran (`validation_protocol` with 6 supports: pt_17, pt_48, pt_61, pt_84,
+# pt_119, pt_188): keep width 8 if the paired difference over all nine is at least -0.5 points. It
+# is +0.05 (Mc + Mf -0.06 ± 1.84; AWD 9.05 vs 9.14 mm), so on validation patients the cheaper model
+# is as accurate, and it replaced the width-16 Mf in the release. Its fine patch costs 2.7 times
+# less (best of 3 rounds, batches of 4; the benchmark of notebook 03 has the whole schedule). On the
+# test queries it reads lower (notebook 03, README); that difference is reported, not tuned on.
+# Its r-sweep models were retrained from it as before (best checkpoint again step 0).

@@ -76,8 +76,8 @@ display(Markdown(markdown_table(claims)))
 # - **Data.** The paper's head-and-neck CT is not public; this project uses OpenKBP (public
 #   head-and-neck CT, 3 x 2 x 2 mm working grid) with the same four organs. Numbers are therefore
 #   comparable in kind, not one to one.
-# - **Models.** The released Pnet models (base width 16) were trained for about 6 minutes each on a
-#   GPU lent for one session and stopped before their schedule ended (notebook 02); the authors
+# - **Models.** The released Pnet models (Mc base width 16, Mf width 8) were trained for a few minutes
+#   each on GPUs lent for a session and stopped before their schedule ended (notebook 02); the authors
 #   trained for hundreds of thousands of iterations. Notebook 03's error analysis shows the gap is
 #   the networks' (the oracle box transfer reaches about 60 % IoU on these queries).
 # - **Baselines.** Template matching is exact (FFT correlation, a dense encoder) and about a thousand
