@@ -481,7 +481,7 @@ def main(argv=None) -> dict:
         "k": args.k, "organs": len(set(inputs["organs"])), "points": len(inputs["points"]),
         "default_schedule": default.label, "schedules": schedules, "template_matching": template,
         "fastest_template_matching": fastest, "batch_sweep_ms_per_patch": sweep,
-        "default_batch_size": {role: default_batch_size(model.patch_size, "cpu")
+        "default_batch_size": {role: default_batch_size(model.patch_size, "cpu", model.base_width)
                                for role, model in inputs["models"].items()},
         "default_vs_fastest_template_matching_2_threads":
             template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],

@@ -58,16 +58,19 @@ from rprloc_core.rprloc.config import ENSEMBLES, STARTS
 
 # Bump when a change alters the engine's numbers or timings: cached predictions key on it.
 # 2: oneDNN convolutions, pairwise max pooling and per-model batch sizes (benchmarks/rprloc_inference.py).
-ENGINE_VERSION = 2
+# 3: batch sizes from each model's activation volume (patch voxels x base width), not voxels alone.
+ENGINE_VERSION = 3
 MODEL_NAMES = ("coarse", "fine")
 AVERAGE = "average"            # schedule step: every landmark's K runs -> their mean position
 POOL_FACTOR = 4                # "pooled" starts: a pool of 4K (2K, 4K, 8K compared in notebook 03)
-# Patches per network call when none is asked for. On a CPU a batch of about 32k voxels (8 coarse
-# 16^3 patches, 2 fine 16x32x32 ones) keeps a layer's activations in the core's cache: the demo fine
-# model runs about 2x faster per patch than at 16 patches a call (the coarse one is indifferent
-# between 8 and 16), within 10 % of the best batch on 1 and 2 threads (benchmarks/rprloc_inference.py
-# prints the sweep). A GPU wants large batches.
-CPU_BATCH_VOXELS = 32768
+# Patches per network call when none is asked for. On a CPU the time per patch is lowest while a
+# layer's activations stay in the core's cache, so the batch is sized by activation volume: patch
+# voxels x base width up to about 65k voxels at width 16 (16 coarse 16^3 patches or 4 fine
+# 16x32x32 ones at width 16, 8 fine ones at width 8). Past it a fine patch costs about 2x more
+# (benchmarks/rprloc_inference.py prints the sweep: width-16 fine 14 ms per patch at 4 a call and
+# 28 at 8 on one thread; the width-8 fine 4.3 ms at 8, 5.3 at 2 and 7.3 at 16). A GPU wants large
+# batches.
+CPU_BATCH_ACTIVATIONS = 65536 * 16
 GPU_BATCH_SIZE = 64
 
 
@@ -176,11 +179,12 @@ def _eval_mode(models):
             m.train(flag)
 
 
-def default_batch_size(patch_size, device) -> int:
-    """Patches per network call for a model's patch size on `device` (see CPU_BATCH_VOXELS)."""
+def default_batch_size(patch_size, device, base_width: int = 16) -> int:
+    """Patches per network call for a model's patch size and width on `device` (see
+    CPU_BATCH_ACTIVATIONS)."""
     if torch.device(device).type != "cpu":
         return GPU_BATCH_SIZE
-    return max(1, CPU_BATCH_VOXELS // int(np.prod(as_patch_size(patch_size))))
+    return max(1, CPU_BATCH_ACTIVATIONS // (int(np.prod(as_patch_size(patch_size))) * int(base_width)))
 
 
 def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: int | None) -> np.ndarray:
@@ -194,7 +198,8 @@ def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: i
     if len(idx) == 0:
         return np.zeros((0, 3))
     unique, inverse = np.unique(idx, axis=0, return_inverse=True)
-    batch_size = batch_size or default_batch_size(spec.patch_size, cutter.device)
+    batch_size = batch_size or default_batch_size(spec.patch_size, cutter.device,
+                                                  getattr(spec.model, "base_width", 16))
     out = [spec.model(cutter.cut(unique[s:s + batch_size])) for s in range(0, len(unique), batch_size)]
     return torch.cat(out).detach().double().cpu().numpy()[inverse.reshape(-1)]
 
