@@ -447,9 +447,6 @@ def main(argv=None) -> dict:
                                  for t in (1, 2)},
                     "reused": {str(t): run_child(task(default, "this", t, fine_file=str(args.compare_fine),
                                                       reuse_support=True)) for t in (1, 2)}}
-        for how in ("embedded", "reused"):
-            for measured in compared[how].values():
-                measured.pop("points_mm", None)
         print(f"default schedule, compared Mf (width {other.base_width}): " + "  ".join(
             f"{how} {t} thr {compared[how][t]['per_organ_s']:.3f}" for how in ("embedded", "reused")
             for t in ("1", "2")), flush=True)
@@ -469,12 +466,12 @@ def main(argv=None) -> dict:
     cli = time_cli(inputs, args.repeats)
     if cli:
         print(f"rprloc localize end to end: {cli['wall_s']:.2f} s for {cli['organs']} organs", flush=True)
-    for entry in schedules.values():
-        for engine in ("this", "previous", "naive"):
-            for measured in entry[engine].values():
-                measured.pop("points_mm", None)
-    for measured in default_reused.values():
-        measured.pop("points_mm", None)
+    # The points served the equality checks above; the report keeps only figures.
+    groups = [entry[engine] for entry in schedules.values() for engine in ("this", "previous", "naive")]
+    groups += [default_reused] + ([compared["embedded"], compared["reused"]] if compared else [])
+    for group in groups:
+        for measured in group.values():
+            measured.pop("points_mm", None)
     report = {
         "benchmark": "rprloc_inference", "profile": args.profile, "models": inputs["described"],
         "query": {"shape": list(inputs["query"].shape), "spacing_mm": list(inputs["query"].spacing), "kind": inputs["kind"]},
