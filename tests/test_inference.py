@@ -220,6 +220,41 @@ def test_batched_engine_equals_naive_loop(ensemble, schedule, starts):
     assert fast.wall_s_per_organ == pytest.approx(fast.wall_s / 2)
 
 
+def _small_pnets():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        coarse = PNet("han", 2, (4, 4, 4), r_mm=100.0, spacing_mm=[6.0, 4.0, 4.0])
+        fine = PNet("han", 2, (4, 8, 8), r_mm=[10.0, 20.0, 20.0], spacing_mm=list(SPACING))
+    return coarse, fine
+
+
+def test_models_in_another_dtype_get_patches_in_that_dtype():
+    rng = np.random.default_rng(0)
+    vol = Volume(rng.random((24, 28, 30)).astype(np.float32) + 0.01, SPACING)
+    pts = vol.idx_to_mm(rng.uniform(2, 20, size=(3, 3)))
+    coarse, fine = (m.eval() for m in _small_pnets())
+    kwargs = dict(schedule=("coarse", "fine"), k=3)
+    single = localize(vol, (vol, pts), coarse, fine, rng=np.random.default_rng(1), **kwargs)
+    double = localize(vol, (vol, pts), coarse.double(), fine.double(), rng=np.random.default_rng(1), **kwargs)
+    assert np.abs(single.points_mm - double.points_mm).max() < 1e-2
+
+
+def test_models_come_back_in_the_mode_they_had():
+    rng = np.random.default_rng(0)
+    vol = Volume(rng.random((24, 28, 30)).astype(np.float32) + 0.01, SPACING)
+    pts = vol.idx_to_mm(rng.uniform(2, 20, size=(2, 3)))
+    coarse, fine = _small_pnets()
+    coarse.train()
+    fine.eval()
+    fine.head.train()           # a mixed model: only its head in training mode
+    first = localize(vol, (vol, pts), coarse, fine, rng=np.random.default_rng(1), schedule=("coarse", "fine"), k=2)
+    assert all(m.training for m in coarse.modules())
+    assert [m.training for m in fine.modules()] == [m in set(fine.head.modules()) for m in fine.modules()]
+    coarse.eval()               # eval mode inside either way: the same points
+    again = localize(vol, (vol, pts), coarse, fine, rng=np.random.default_rng(1), schedule=("coarse", "fine"), k=2)
+    assert np.array_equal(first.points_mm, again.points_mm)
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_nan_and_outside_support_points():

@@ -165,18 +165,38 @@ def _model_device(model) -> torch.device:
     return torch.device("cpu")
 
 
+def _model_dtype(model) -> torch.dtype:
+    """The dtype the model computes in (its parameters'): patches are cast to it, so a model
+    converted with `.to(torch.bfloat16)` or `.double()` runs as it is. float32 for anything else.
+    (bfloat16 was tried for speed and not adopted: slower end to end here; notebook 03.)"""
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.dtype
+    return torch.float32
+
+
+def _move_to(models, device) -> None:
+    """Move the torch modules among `models` to `device`, skipping those already there: Module.to
+    walks and reassigns every tensor even when nothing moves (1-2 % of a default-schedule query
+    with the support reused, on this project's CPU)."""
+    for m in models:
+        if isinstance(m, torch.nn.Module) and any(t.device != device for t in (*m.parameters(), *m.buffers())):
+            m.to(device)
+
+
 @contextmanager
 def _eval_mode(models):
-    modules = [m for m in models if isinstance(m, torch.nn.Module)]
-    flags = [m.training for m in modules]
-    for m in modules:
-        m.eval()
+    """Eval mode and no autograd inside; afterwards every submodule is back in the mode it had.
+    Only submodules in training mode are touched, so a model already in eval mode costs nothing."""
+    in_training = [sub for m in models if isinstance(m, torch.nn.Module) for sub in m.modules() if sub.training]
+    for sub in in_training:
+        sub.training = False
     try:
         with torch.no_grad():
             yield
     finally:
-        for m, flag in zip(modules, flags):
-            m.train(flag)
+        for sub in in_training:
+            sub.training = True
 
 
 def default_batch_size(patch_size, device, base_width: int = 16) -> int:
@@ -200,7 +220,8 @@ def _embed(spec: _ModelSpec, cutter: PatchCutter, idx: np.ndarray, batch_size: i
     unique, inverse = np.unique(idx, axis=0, return_inverse=True)
     batch_size = batch_size or default_batch_size(spec.patch_size, cutter.device,
                                                   getattr(spec.model, "base_width", 16))
-    out = [spec.model(cutter.cut(unique[s:s + batch_size])) for s in range(0, len(unique), batch_size)]
+    dtype = _model_dtype(spec.model)
+    out = [spec.model(cutter.cut(unique[s:s + batch_size]).to(dtype)) for s in range(0, len(unique), batch_size)]
     return torch.cat(out).detach().double().cpu().numpy()[inverse.reshape(-1)]
 
 
@@ -216,8 +237,7 @@ def encode_supports(supports, models: Mapping[str, object], batch_size: int | No
     out = {}
     with _eval_mode([s.model for s in specs.values()]):
         for name, spec in specs.items():
-            if isinstance(spec.model, torch.nn.Module):
-                spec.model.to(device)
+            _move_to([spec.model], device)
             embeddings = []
             for volume, points in supports:
                 g = grid_for_model(volume, spec.spacing_mm)
@@ -282,9 +302,7 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
         raise ValueError(f"the schedule {schedule} has no network step")
     specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule) if name != AVERAGE}
     device = torch.device(device) if device is not None else _model_device(next(iter(specs.values())).model)
-    for spec in specs.values():
-        if isinstance(spec.model, torch.nn.Module):
-            spec.model.to(device)
+    _move_to([spec.model for spec in specs.values()], device)
     # Model grids, built once per call; the same volume object may serve as query and support.
     grids: dict[tuple, Volume] = {}
 
@@ -429,7 +447,8 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
     def embed_one(spec, grid_volume, pos_mm):
         """(embedding (3,), mm position of the patch centre) of one patch."""
         idx, centre_mm = _patch_centres(grid_volume, np.asarray(pos_mm).reshape(1, 3))
-        patch = torch.from_numpy(cut_patch_naive(grid_volume.array, idx[0], spec.patch_size))[None, None].to(device)
+        patch = torch.from_numpy(cut_patch_naive(grid_volume.array, idx[0], spec.patch_size))[None, None]
+        patch = patch.to(device=device, dtype=_model_dtype(spec.model))
         return spec.model(patch)[0].double().cpu().numpy(), centre_mm[0]
 
     with _eval_mode([s.model for s in specs.values()]):
