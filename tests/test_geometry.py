@@ -4,7 +4,7 @@ import SimpleITK as sitk
 
 from rprloc_core.errors import EmptyMaskError
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks, mask_centroid
-from rprloc_core.geometry.landmarks import diagonal_points, extreme_points
+from rprloc_core.geometry.landmarks import diagonal_points, extreme_points, with_support_box_size
 from rprloc_core.geometry.space import index_to_lps, lps_to_index, xyz_to_zyx, zyx_to_xyz
 
 
@@ -88,3 +88,19 @@ def test_bounding_box_equals_the_box_of_the_voxel_list(seed):
     assert np.array_equal(box.lo, voxels.min(axis=0)) and np.array_equal(box.hi, voxels.max(axis=0))
     with pytest.raises(EmptyMaskError):
         bounding_box(np.zeros((2, 3, 4)))
+
+
+def test_support_box_size_prior_by_hand():
+    support = np.array([[0, 5, 5], [10, 5, 5], [5, 0, 5], [5, 20, 5], [5, 5, 0], [5, 5, 4]], dtype=float)
+    predicted = support * [2.0, 0.5, 1.0] + [100, 50, 0]          # extents 20, 10, 5 instead of 10, 20, 5
+    for weight, extent in ((0.0, [20, 10, 5]), (1.0, [10, 20, 5]), (0.5, [15, 15, 5])):
+        out = with_support_box_size(predicted, support, weight)
+        assert np.allclose(np.ptp(out, axis=0), extent)
+        assert np.allclose(out.mean(axis=0), predicted.mean(axis=0))   # centred on the predicted points' mean
+    flat = support.copy()
+    flat[:, 2] = 7.0                                               # the support does not spread along x
+    assert np.allclose(with_support_box_size(predicted, flat, 1.0)[:, 2], predicted[:, 2].mean())
+    with pytest.raises(ValueError, match="weight"):
+        with_support_box_size(predicted, support, 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        with_support_box_size(predicted[:2], support, 0.5)

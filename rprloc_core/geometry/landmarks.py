@@ -48,3 +48,23 @@ def landmarks(mask: np.ndarray, strategy: str, rule: str = "median", name: str |
     if strategy == "diagonal":
         return diagonal_points(mask, name=name)
     raise ValueError(f"strategy must be one of {STRATEGIES}, not {strategy!r}")
+
+
+def with_support_box_size(points, support_points, weight: float) -> np.ndarray:
+    """One organ's predicted landmarks (N, 3) redrawn with a size prior from the support: the
+    support's landmarks, moved so that their mean sits on the mean of the predicted ones, and
+    stretched per axis so that their box's extent is `weight` x the support's + (1 - weight) x the
+    predicted. weight 0 keeps the predicted extent (centred on the points' mean, not on their box's
+    midpoint); weight 1 keeps the support's box size. The mean of the N points is a steadier centre
+    than the box's midpoint, which rests on the two worst points of each axis (notebook 04)."""
+    points = np.asarray(points, dtype=float).reshape(-1, 3)
+    support_points = np.asarray(support_points, dtype=float).reshape(-1, 3)
+    if points.shape != support_points.shape:
+        raise ValueError(f"predicted {points.shape} and support {support_points.shape} landmarks differ in shape")
+    if not 0.0 <= float(weight) <= 1.0:
+        raise ValueError(f"weight must lie in [0, 1], got {weight}")
+    extent_support = np.ptp(support_points, axis=0)
+    extent = float(weight) * extent_support + (1.0 - float(weight)) * np.ptp(points, axis=0)
+    # An axis along which the support's landmarks do not spread cannot be stretched: keep it flat.
+    scale = np.divide(extent, extent_support, out=np.ones(3), where=extent_support > 0)
+    return points.mean(axis=0) + (support_points - support_points.mean(axis=0)) * scale
