@@ -56,7 +56,7 @@ from IPython.display import Markdown, display
 from rprloc_core.baselines.feature_matching import reconstruction_examples
 from rprloc_core.data import dataset
 from rprloc_core.evaluation.protocol import one_shot_protocol
-from rprloc_core.experiments import figures, findings, tables, template_predictions
+from rprloc_core.experiments import figures, findings, size_prior, tables, template_predictions
 from rprloc_core.paths import results_dir
 from rprloc_core.reporting import markdown_table, save_figure, write_table
 from rprloc_core.settings import load_settings
@@ -162,3 +162,18 @@ plt.show()
 
 # %%
 display(Markdown(findings.table3_findings(table3, profile)))
+
+# %% [markdown]
+# ## Beyond the paper: the support's box size on template matching
+# Notebook 04 redraws RPR-Loc's box around the mean of its predicted extreme points with an extent
+# blended from the support's box (weight w, chosen for RPR-Loc on validation patients). Template
+# matching also predicts every extreme point on its own, so the same prior may help it as much;
+# this table checks, with the same w (not chosen for these methods) and the cached predictions.
+
+# %%
+weight = size_prior.chosen_weight(settings)
+prior_template = size_prior.rule_table(size_prior.template_matching_per_query(settings, protocol, weight),
+                                       protocol.organs)
+write_table(prior_template, "size_prior_template_matching", results)
+display(Markdown(markdown_table(prior_template, floatfmt=".1f")))
+display(Markdown(findings.size_prior_gains(prior_template, weight)))

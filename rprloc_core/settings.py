@@ -86,6 +86,7 @@ class InferenceSettings:
     pool_factor: int = 4                  # "pooled" starts: a pool of pool_factor x K
     r_sweep_queries: int | None = None    # queries of the r table (None: all)
     few_shot_sizes: tuple = (1, 3, 5)     # supports fused in the few-shot table (the largest: its pool)
+    size_prior_weight: float = 0.0        # notebook 04's size-prior weight w (see experiments.size_prior)
 
     def __post_init__(self):
         if not 1 <= self.k <= self.k_max:
@@ -101,6 +102,8 @@ class InferenceSettings:
             raise SettingsError(f"rprloc.inference.pool_factor must be >= 1, got {self.pool_factor}")
         if self.n_supports < 1:
             raise SettingsError(f"rprloc.inference.n_supports must be >= 1, got {self.n_supports}")
+        if not 0.0 <= self.size_prior_weight <= 1.0:
+            raise SettingsError(f"rprloc.inference.size_prior_weight must lie in [0, 1], got {self.size_prior_weight}")
         if not self.few_shot_sizes or min(self.few_shot_sizes) < 1:
             raise SettingsError(f"rprloc.inference.few_shot_sizes must be sizes >= 1, got {self.few_shot_sizes}")
 

@@ -117,3 +117,20 @@ def test_beyond_the_paper_tables():
     spread = table("run_spread").set_index("organ")
     assert spread.loc["All organs", "boxes"] == spread.drop("All organs").boxes.sum()
     assert spread["AUC: spread flags them"].dropna().between(0, 1).all()
+
+
+def test_size_prior_tables_agree_with_the_paper_tables():
+    """The size prior's "paper box" rows are the same predictions as Tables 2 and 3, so their mean
+    IoU must match those tables' rows; the validation table covers the documented weights."""
+    validation = table("size_prior_validation")
+    assert sorted(validation["w"].dropna()) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    test = table("size_prior_test")
+    paper_box = test[test["w"].isna()].set_index("method")["IoU %"]
+    t2 = table("table2_multistep")
+    default_row = t2[t2.method.str.startswith("default:") & (t2.organ == "Mean")].iloc[0]
+    assert paper_box["RPR-Loc default schedule"] == pytest.approx(default_row.iou_pct, abs=0.01)
+    tm = table("size_prior_template_matching")
+    t3 = table("table3_methods")
+    t3_mean = t3[t3.organ == "Mean"].set_index("method").iou_pct
+    for method, iou in tm[tm["w"].isna()].set_index("method")["IoU %"].items():
+        assert iou == pytest.approx(t3_mean[method], abs=0.01), method

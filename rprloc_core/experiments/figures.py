@@ -294,6 +294,32 @@ def table1_chart(table1):
     return fig
 
 
+def size_prior_chart(rule_table, chosen_weight: float):
+    """IoU per organ and mean AWD against the size prior's weight w (validation patients), the
+    paper's box as dashed lines of the same colours, the profile's w marked."""
+    paper = rule_table[rule_table["w"].isna()].iloc[0]          # one method: the validation table
+    rows = rule_table[rule_table["w"].notna()].sort_values("w")
+    organs = [c[: -len(" IoU %")] for c in rule_table.columns if c.endswith(" IoU %")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for i, organ in enumerate([*organs, "Mean"]):
+        column = "IoU %" if organ == "Mean" else f"{organ} IoU %"
+        color, width = ("black", 2.2) if organ == "Mean" else (f"C{i}", 1.2)
+        axes[0].plot(rows["w"], rows[column], marker="o", color=color, lw=width, label=organ)
+        axes[0].axhline(paper[column], color=color, ls="--", lw=0.8)
+    axes[1].plot(rows["w"], rows["AWD mm"], marker="o", color="black", lw=2.2, label="size prior")
+    axes[1].axhline(paper["AWD mm"], color="black", ls="--", lw=0.8, label="box of the predicted points (paper)")
+    for ax, label in ((axes[0], "IoU (%)"), (axes[1], "mean AWD (mm)")):
+        ax.axvline(chosen_weight, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel("w: weight of the support's box size (0: predicted extent)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, ncol=3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle("Validation patients, default schedule: dashed = the paper's box, dotted = the profile's w",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def mandible_diagonal_vs_extreme(settings, protocol, organ: str = "Mandible"):
     """Top: the first support's mandible with its diagonal corners and extreme points and the
     coarse patch around each. Bottom: the first query with a mandible, the true box and the boxes

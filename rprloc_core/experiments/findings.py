@@ -42,6 +42,38 @@ def table1_findings(table1: pd.DataFrame) -> str:
             f"paper {paper[('Extreme', 1)]:.1f} % and {paper[('Extreme', 15)]:.1f} % at K = 15).")
 
 
+def _prior_pair(table: pd.DataFrame, method: str, weight: float):
+    rows = table[table.method == method]
+    return rows[rows["w"].isna()].iloc[0], rows[np.isclose(rows["w"], weight)].iloc[0]
+
+
+def size_prior_findings(validation: pd.DataFrame, test: pd.DataFrame, weight: float, method: str) -> str:
+    """What the size prior at the profile's weight changes for `method` on validation (where w was
+    chosen) and on the test queries (reported). Both frames: `size_prior.rule_table`."""
+    def text(table):
+        paper, prior = _prior_pair(table, method, weight)
+        organs = [c[: -len(" IoU %")] for c in table.columns if c.endswith(" IoU %")]
+        per_organ = ", ".join(f"{o} {paper[f'{o} IoU %']:.1f} -> {prior[f'{o} IoU %']:.1f}" for o in organs)
+        return (f"{paper['IoU %']:.1f} -> {prior['IoU %']:.1f} % IoU, AWD {paper['AWD mm']:.2f} -> "
+                f"{prior['AWD mm']:.2f} mm ({per_organ})", prior["IoU %"] > paper["IoU %"])
+
+    (val_text, val_better), (test_text, test_better) = text(validation), text(test)
+    verdict = "yes, on both" if val_better and test_better else "on validation only" if val_better else "no"
+    return (f"**The support's box size helps {method} (w = {weight:g}): {verdict}.** "
+            f"Validation: {val_text}.  \nTest queries (not used to choose w): {test_text}.")
+
+
+def size_prior_gains(table: pd.DataFrame, weight: float) -> str:
+    """Each method's IoU change from the size prior, from a `size_prior.rule_table`."""
+    gains = {}
+    for method in dict.fromkeys(table.method):
+        paper, prior = _prior_pair(table, method, weight)
+        gains[method] = (paper["IoU %"], prior["IoU %"])
+    return (f"**The support's box size (w = {weight:g}, chosen for RPR-Loc on validation patients) on these "
+            "methods' extreme points:** " + ", ".join(f"{m} {a:.1f} -> {b:.1f} % ({b - a:+.1f})"
+                                                     for m, (a, b) in gains.items()) + " mean IoU.")
+
+
 def table2_findings(table2: pd.DataFrame) -> str:
     """Whether Mc + Mf beats repeated Mc, and how far Mc + Mf is from the paper's accuracy."""
     mean = table2[table2.organ == "Mean"].set_index("method")

@@ -134,6 +134,13 @@ def per_query(settings, protocol: Protocol, k: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def cached_points(settings, k: int, support_id: str, query_id: str, label: str) -> tuple:
+    """(organ of each point, predicted points (P, 3)) of one candidate on one validation pair, from
+    the cache `predict_all` filled."""
+    run = _cache(settings, k).read(support_id, query_id)
+    return run.organ_of_point, run[f"points_{[c.label for c in CANDIDATES].index(label)}"]
+
+
 def schedule_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataFrame:
     """One row per schedule: IoU per organ and mean IoU / AWD / point error (means over supports,
     queries and organs), the IoU difference to the paper's Mc > Mf with its paired 95% interval over

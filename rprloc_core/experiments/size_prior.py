@@ -1,0 +1,129 @@
+"""Beyond the paper: the support's box size as a prior for the box RPR-Loc predicts (notebook 04).
+
+Each predicted extreme point carries its own error, and the box spans the worst of them. The
+support's box size is a good guess for the query's (moving the support's box onto the true centre
+gives the oracle of notebook 03), so the box is redrawn around the mean of the predicted points with
+an extent blended from the support's and the predicted one (`landmarks.with_support_box_size`). The
+weight is chosen on validation patients (`validation_per_query`, from notebook 03's validation
+predictions of the default schedule); the test queries only report it (`test_per_query`; notebook
+05 tries it on template matching: `template_matching_per_query`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rprloc_core.data import dataset
+from rprloc_core.evaluation.protocol import Protocol, organ_landmarks_mm
+from rprloc_core.evaluation.scoring import score_points, summarize
+from rprloc_core.experiments import rprloc_predictions, schedules, template_predictions
+from rprloc_core.experiments.paper import TEMPLATE_LABELS
+from rprloc_core.geometry.landmarks import with_support_box_size
+from rprloc_core.rprloc.inference import stack_organ_landmarks
+
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+RPRLOC_DEFAULT = "RPR-Loc default schedule"
+PAPER_BOX = "extreme points (paper)"
+
+
+def apply_prior(points, support_points, organ_of_point, weight: float) -> np.ndarray:
+    """Stacked predictions (P, 3) of several organs, each organ's redrawn with the size prior."""
+    points = np.asarray(points, dtype=float)
+    organs = np.asarray(organ_of_point)
+    out = points.copy()
+    for organ in dict.fromkeys(organs.tolist()):
+        rows = organs == organ
+        out[rows] = with_support_box_size(points[rows], support_points[rows], weight)
+    return out
+
+
+def _support_points(settings, support_id: str, organ_of_point) -> np.ndarray:
+    support = dataset.load_case(settings, support_id)
+    organs = list(dict.fromkeys(np.asarray(organ_of_point).tolist()))
+    points, support_organs, _ = stack_organ_landmarks(organ_landmarks_mm(support, organs, "extreme"))
+    if list(support_organs) != list(organ_of_point):
+        raise ValueError(f"support {support_id} does not give the landmarks of the cached prediction")
+    return points
+
+
+def _label(weight: float) -> str:
+    return "predicted box" if weight == 0 else f"size prior {weight:g}"
+
+
+def _rows(settings, support_id, query_id, organ_of_point, predicted, weights, method: str) -> list[dict]:
+    support_points = _support_points(settings, support_id, organ_of_point)
+    rows = [score_points(settings, query_id, organ_of_point, predicted, method=method, box=PAPER_BOX,
+                         weight=np.nan, strategy="extreme", support=support_id)]
+    rows += [score_points(settings, query_id, organ_of_point,
+                          apply_prior(predicted, support_points, organ_of_point, w),
+                          method=method, box=_label(w), weight=w, strategy="extreme", support=support_id)
+             for w in weights]
+    return [row for block in rows for row in block]
+
+
+def validation_per_query(settings, validation: Protocol, k: int, weights=WEIGHTS) -> pd.DataFrame:
+    """Per (box rule, support, query, organ) metrics of the default schedule on validation
+    patients, from notebook 03's validation cache (`schedules.predict_all` must have run)."""
+    label = schedules.default_schedule(settings).label
+    rows = []
+    for support_id, query_id in validation.pairs:
+        organ_of_point, points = schedules.cached_points(settings, k, support_id, query_id, label)
+        rows += _rows(settings, support_id, query_id, organ_of_point, points, weights, RPRLOC_DEFAULT)
+    return pd.DataFrame(rows)
+
+
+def rule_table(per_query: pd.DataFrame, organs) -> pd.DataFrame:
+    """One row per (method, box rule): the rule's weight w (empty for the paper's box), IoU per
+    organ, mean IoU (and its SD over supports) and AWD, and the paired IoU difference to the same method's paper box (mean
+    over supports of the per-support difference, with its SD over supports)."""
+    keys = ["method", "box"]
+    frame = per_query[per_query.organ.isin(organs)].assign(time_s=np.nan)   # summarize averages a time too
+    table = summarize(frame, keys=keys, organs=organs)
+    means = table[table.organ == "Mean"].set_index(keys)
+    out = table[table.organ != "Mean"].pivot_table(index=keys, columns="organ", values="iou_pct", sort=False)
+    out = out[[o for o in organs if o in out.columns]].add_suffix(" IoU %")
+    out.insert(0, "w", frame.groupby(keys, sort=False).weight.first())
+    out["IoU %"] = means["iou_pct"]
+    out["IoU SD over supports"] = means["iou_pct_sd_over_supports"]
+    out["AWD mm"] = means["awd_mm"]
+    # per support: the mean over organs of each organ's mean over queries, as `summarize` averages
+    per_support = frame.groupby([*keys, "support", "organ"], sort=False).iou_pct.mean() \
+        .groupby(level=[0, 1, 2], sort=False).mean()
+    differences = []
+    for method, box in out.index:
+        diff = per_support.loc[(method, box)] - per_support.loc[(method, PAPER_BOX)]
+        differences.append(f"{diff.mean():+.1f} ± {diff.std(ddof=1):.1f}" if len(diff) > 1 else f"{diff.mean():+.1f}")
+    out["IoU vs paper box (pts)"] = differences
+    order = list(dict.fromkeys(zip(frame.method, frame.box)))
+    return out.loc[order].round(2).rename_axis(["method", "box rule"]).reset_index()
+
+
+def chosen_weight(settings) -> float:
+    """The weight the profile uses (`rprloc.inference.size_prior_weight`), chosen on validation."""
+    return float(settings.rprloc.inference.size_prior_weight)
+
+
+def test_per_query(settings, protocol: Protocol, weight: float) -> pd.DataFrame:
+    """Per (box rule, support, query, organ) metrics of RPR-Loc's default schedule on the test
+    queries (K and supports as in Table 2), from notebook 03's cached predictions: the paper's box
+    and the size prior at `weight`."""
+    k = settings.rprloc.inference.k
+    rows = []
+    for support_id, query_id in protocol.pairs:
+        run = rprloc_predictions.read(settings, support_id, query_id)
+        predicted = rprloc_predictions.stage_points(run, rprloc_predictions.DEFAULT_STAGE, k)
+        rows += _rows(settings, support_id, query_id, run.organ_of_point, predicted, [weight], RPRLOC_DEFAULT)
+    return pd.DataFrame(rows)
+
+
+def template_matching_per_query(settings, protocol: Protocol, weight: float) -> pd.DataFrame:
+    """The same for the template-matching baselines (notebook 05's cached predictions), which also
+    predict each extreme point on its own, so the prior may help them too; w was not chosen for
+    them."""
+    rows = []
+    for support_id, query_id in protocol.pairs:
+        run = template_predictions.read(settings, support_id, query_id)
+        for method, label in TEMPLATE_LABELS.items():
+            rows += _rows(settings, support_id, query_id, run.organ_of_point,
+                          template_predictions.method_points(run, method), [weight], label)
+    return pd.DataFrame(rows)
