@@ -30,7 +30,15 @@ import SimpleITK as sitk
 
 from rprloc_core.data.images import read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError, UnknownOrganError
-from rprloc_core.rprloc.config import ENSEMBLES, RELEASE_ENSEMBLE, RELEASE_STARTS, RELEASE_STEPS, STARTS, STEPS
+from rprloc_core.rprloc.config import (
+    ENSEMBLES,
+    RELEASE_ENSEMBLE,
+    RELEASE_SIZE_PRIOR,
+    RELEASE_STARTS,
+    RELEASE_STEPS,
+    STARTS,
+    STEPS,
+)
 
 DEFAULT_MODELS = "weights/openkbp-han-demo"      # relative to the project root
 DEFAULT_DETECTOR = "weights/openkbp-han-detector"
@@ -53,6 +61,17 @@ def positive_int(limit: int | None = None):
             raise argparse.ArgumentTypeError(f"must be at most {limit}, got {value}")
         return value
     return parse
+
+
+def unit_interval(text: str) -> float:
+    """argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {value:g}")
+    return value
 
 
 def step_list(text: str) -> tuple:
@@ -188,7 +207,7 @@ def check_fits_models(volume, models, path) -> None:
 def localize_command(args) -> int:
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
-    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points
+    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points, with_support_box_size
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
     out = check_writable(args.out, "result JSON")
@@ -227,20 +246,29 @@ def localize_command(args) -> int:
     result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
                       rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point,
                       ensemble=args.ensemble, starts=args.starts)
+    predicted = result.points_by_organ()
+    support_points = {o: points[np.asarray(organ_of_point) == o] for o in predicted}
+    # The box: around the predicted points, or (size prior > 0) the support's landmarks placed on
+    # their mean with an extent blended from the support's box and theirs (notebook 04).
+    boxed = {o: with_support_box_size(p, support_points[o], args.size_prior) if args.size_prior > 0 else p
+             for o, p in predicted.items()}
     report = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
-              "ensemble": args.ensemble, "starts": args.starts,
+              "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior,
               "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
               "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the query image as read "
-                                  "(voxel centres are whole numbers; the box spans the predicted extreme points)",
+                                  "(voxel centres are whole numbers)",
+              "box": "size_prior 0: the box of the predicted extreme points (the paper's); w > 0: centred on their "
+                     "mean, extent w x the support's box + (1 - w) x theirs",
               "organs": {}}
     grid = query.to_sitk(query.hu)
-    for organ, pts_mm in result.points_by_organ().items():
-        box, pts_lps = _box_report(grid, query_image, query.mm_to_idx(pts_mm))
+    for organ, pts_mm in predicted.items():
+        box, _ = _box_report(grid, query_image, query.mm_to_idx(boxed[organ]))
+        _, pts_lps = _box_report(grid, query_image, query.mm_to_idx(pts_mm))
         report["organs"][organ] = {**box, "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist()))}
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
-        figure = _overlay(query, result.points_by_organ(), Path(args.query).name)
+        figure = _overlay(query, boxed, Path(args.query).name)
         write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
         print(f"wrote {overlay}")
     return 0
@@ -388,7 +416,8 @@ def main(argv=None) -> int:
     q.add_argument("--query", required=True)
     q.add_argument("--out", required=True, help="result JSON")
     q.add_argument("--overlay", default=None, help="PNG with the predicted boxes")
-    q.add_argument("--k", type=positive_int(MAX_K), default=15, help=f"runs per landmark, 1 to {MAX_K} (default 15)")
+    q.add_argument("--k", type=positive_int(MAX_K), default=15,
+                   help=f"runs per landmark, 1 to {MAX_K} (default 15)")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--coarse-only", action="store_true", help="two coarse steps, no fine model (ignores --steps)")
     q.add_argument("--steps", type=step_list, default=RELEASE_STEPS,
@@ -398,6 +427,9 @@ def main(argv=None) -> int:
     q.add_argument("--ensemble", choices=ENSEMBLES, default=RELEASE_ENSEMBLE,
                    help=f"how the K runs are combined (default {RELEASE_ENSEMBLE}, the paper's; mean_embedding "
                         "averages the K query embeddings at every step, as the authors' code)")
+    q.add_argument("--size-prior", type=unit_interval, default=RELEASE_SIZE_PRIOR,
+                   help=f"weight of the support's box size in the box, 0 to 1 (default {RELEASE_SIZE_PRIOR:g}, "
+                        "chosen on validation patients, notebook 04; 0: the box of the predicted points, the paper's)")
     q.add_argument("--starts", choices=STARTS, default=RELEASE_STARTS,
                    help=f"the runs' starts (default {RELEASE_STARTS}: the same K for every landmark, chosen on "
                         "validation patients), independent (K per landmark, the paper) or pooled (K distinct "

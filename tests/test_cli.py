@@ -57,6 +57,34 @@ def test_train_then_localize(scans, trained, tmp_path):
     assert (tmp_path / "overlay.png").stat().st_size > 0
 
 
+def test_size_prior_draws_the_box(scans, trained, tmp_path, capsys):
+    root = scans[0]
+
+    def boxes(query, weight):
+        out = tmp_path / f"{query.stem}-{weight}.json"
+        argv = ["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+                "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "--query", str(query),
+                "--out", str(out), "--k", "3", *(["--size-prior", weight] if weight is not None else [])]
+        assert cli.main(argv) == 0
+        return json.loads(out.read_text(encoding="utf-8"))
+
+    default = boxes(root / "query.nrrd", None)
+    assert default["size_prior"] == cli.RELEASE_SIZE_PRIOR > 0
+    paper = boxes(root / "query.nrrd", "0")["organs"]["Brainstem"]
+    points = np.array(list(paper["extreme_points_lps_mm"].values()))
+    assert np.allclose(paper["box_lps_mm"]["min"], points.min(axis=0))   # 0: the box of the predicted points
+    assert np.allclose(paper["box_lps_mm"]["max"], points.max(axis=0))
+    # 1: the support's box size, whatever the query
+    drawn = [b["organs"]["Brainstem"]["box_lps_mm"]
+             for b in (boxes(root / "query.nrrd", "1"), boxes(root / "images" / "scan1.nii.gz", "1"))]
+    extents = [np.subtract(b["max"], b["min"]) for b in drawn]
+    assert np.allclose(*extents, atol=1e-3)
+    with pytest.raises(SystemExit):
+        cli.main(["localize", "--support", "s", "--support-labels", "l", "--query", "q", "--out", "o",
+                  "--size-prior", "1.5"])
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
 def test_missing_organ_is_a_clear_error(scans, trained, tmp_path, capsys):
     root, _, _ = scans
     code = cli.main(["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),

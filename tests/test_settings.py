@@ -5,7 +5,13 @@ import pickle
 
 import pytest
 
-from rprloc_core.rprloc.config import RELEASE_ENSEMBLE, RELEASE_STARTS, RELEASE_STEPS, TrainConfig
+from rprloc_core.rprloc.config import (
+    RELEASE_ENSEMBLE,
+    RELEASE_SIZE_PRIOR,
+    RELEASE_STARTS,
+    RELEASE_STEPS,
+    TrainConfig,
+)
 from rprloc_core.settings import SettingsError, available_profiles, load_settings
 
 
@@ -63,3 +69,4 @@ def test_the_cli_defaults_are_the_demo_profiles_default_schedule():
     inference = load_settings("demo").rprloc.inference
     assert inference.default_options == {"schedule": RELEASE_STEPS, "ensemble": RELEASE_ENSEMBLE,
                                          "starts": RELEASE_STARTS, "pool_factor": inference.pool_factor}
+    assert inference.size_prior_weight == RELEASE_SIZE_PRIOR

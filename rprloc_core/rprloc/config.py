@@ -20,6 +20,10 @@ STEPS = ("coarse", "fine", "average")
 RELEASE_STEPS = ("coarse", "average", "fine")
 RELEASE_ENSEMBLE = "mean_position"
 RELEASE_STARTS = "shared"
+# The box around the predicted extreme points, redrawn with the support's box size at this weight
+# (`geometry.landmarks.with_support_box_size`; beyond the paper, chosen on validation patients in
+# notebook 04; 0 gives the paper's box). The demo profile's size_prior_weight holds the same.
+RELEASE_SIZE_PRIOR = 0.5
 
 # Fields a resumed run may change without changing what is being trained.
 RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
