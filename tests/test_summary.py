@@ -44,6 +44,20 @@ def test_methods_table_reads_every_method(tmp_path):
     assert pd.isna(methods.loc[STAGE_LABELS["fine"], "s/organ"])       # no time where the harness measured none
 
 
+def test_size_prior_row_comes_from_its_table(tmp_path):
+    results = _results(tmp_path, 30.0, 25.0)
+    prior = pd.DataFrame([
+        {"method": "RPR-Loc default schedule", "box rule": "extreme points (paper)", "w": None, "IoU %": 30.0,
+         "IoU SD over supports": 1.0, "AWD mm": 12.0},
+        {"method": "RPR-Loc default schedule", "box rule": "size prior 0.5", "w": 0.5, "IoU %": 36.0,
+         "IoU SD over supports": 2.0, "AWD mm": 10.0, **{f"{o} IoU %": 36.0 for o in HAN_ORGANS}}])
+    prior.to_csv(results / "tables" / "size_prior_test.csv", index=False)
+    methods = summary.methods_table(results).set_index("method")
+    row = methods.loc["RPR-Loc default schedule + size prior 0.5"]      # only the prior's row, not the paper box
+    assert row["family"] == summary.FAMILIES["size_prior"] and row["IoU %"] == 36.0 and row["IoU SD"] == 2.0
+    assert len(methods) == 4 + 1 + len(TEMPLATE_LABELS) + 1
+
+
 @pytest.mark.parametrize("fine_iou, tm_iou, accuracy, fine_adds", [
     (30.0, 25.0, "reproduced", "reproduced"),            # 5 points ahead, lower AWD
     (30.0, 29.5, "reproduced in part", "reproduced"),    # ahead by less than the clear margin

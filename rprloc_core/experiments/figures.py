@@ -768,6 +768,17 @@ def pin_landmark_errors(table: pd.DataFrame):
 
 # ---------------------------------------------------------------------------------- notebook 09
 
+def _unoverlap_labels(fig, labels) -> None:
+    """Move a label below its point when, drawn above it, it would overlap a label already placed
+    (highest points first): the summary's close methods printed on top of each other."""
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for label in sorted(labels, key=lambda a: -a.xy[1]):
+        if any(label.get_window_extent(renderer).overlaps(box) for box in placed):
+            label.set_position((4, -9))
+        placed.append(label.get_window_extent(renderer))
+
+
 def accuracy_against_time(methods):
     """Mean IoU against seconds per organ (log scale) for every method with a measured time (filled)
     and the paper's number for the same method (hollow, joined by a dotted line), by family."""
@@ -775,14 +786,15 @@ def accuracy_against_time(methods):
     families = list(dict.fromkeys(methods.family))
     colours = dict(zip(families, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     drawn = set()
+    labels = []
     for row in methods.to_dict("records"):
         colour = colours[row["family"]]
         here = np.isfinite(row["s/organ"]) and np.isfinite(row["IoU %"])
         paper = np.isfinite(row["paper s/organ"]) and np.isfinite(row["paper IoU %"])
         if here:
             ax.scatter(row["s/organ"], row["IoU %"], color=colour, s=40, zorder=3)
-            ax.annotate(row["method"], (row["s/organ"], row["IoU %"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            labels.append(ax.annotate(row["method"], (row["s/organ"], row["IoU %"]), fontsize=7, xytext=(4, 3),
+                                      textcoords="offset points"))
         if paper:
             ax.scatter(row["paper s/organ"], row["paper IoU %"], facecolors="none", edgecolors=colour, s=40,
                        zorder=3)
@@ -802,4 +814,5 @@ def accuracy_against_time(methods):
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title("Accuracy against time: every method measured here, and the paper's numbers", fontsize=9)
     fig.tight_layout()
+    _unoverlap_labels(fig, labels)
     return fig

@@ -32,6 +32,7 @@ from rprloc_core.reporting import markdown_table
 FAMILIES = {
     "rprloc": "RPR-Loc, one-shot",
     "few_shot": "RPR-Loc, few-shot",
+    "size_prior": "RPR-Loc, one-shot, box with the support's size as a prior",
     "template": "template matching, one-shot",
     "cc2d": "CC2D (self-supervised landmarks), one-shot",
     "registration": "atlas registration, one-shot",
@@ -109,6 +110,16 @@ def methods_table(results: Path, organs=HAN_ORGANS) -> pd.DataFrame:
     if pin is not None:
         supervised = [m for m in dict.fromkeys(pin.method) if str(m).startswith("PIN")]
         rows += _rows_from_long(pin, {m: FAMILIES["supervised_here"] for m in supervised}, "pin_methods", organs)
+    prior = read_table(results, "size_prior_test")
+    if prior is not None:
+        for r in prior[prior["w"] > 0].to_dict("records"):        # not the paper's box (NaN)
+            row = {"method": f"{r['method']} + size prior {r['w']:g}", "family": FAMILIES["size_prior"]}
+            row.update({f"{o} IoU %": r.get(f"{o} IoU %", np.nan) for o in organs})
+            row.update({"IoU %": r["IoU %"], "IoU SD": r["IoU SD over supports"], "AWD mm": r["AWD mm"],
+                        "s/organ": np.nan,
+                        "paper IoU %": np.nan, "paper AWD mm": np.nan, "paper s/organ": np.nan,
+                        "table": "size_prior_test"})
+            rows.append(row)
     few = read_table(results, "few_shot")
     if few is not None:
         for r in few[few.supports > 1].to_dict("records"):
