@@ -208,6 +208,7 @@ def localize_command(args) -> int:
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
     from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points, with_support_box_size
+    from rprloc_core.geometry.space import index_to_lps
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
     out = check_writable(args.out, "result JSON")
@@ -262,8 +263,8 @@ def localize_command(args) -> int:
               "organs": {}}
     grid = query.to_sitk(query.hu)
     for organ, pts_mm in predicted.items():
-        box, _ = _box_report(grid, query_image, query.mm_to_idx(boxed[organ]))
-        _, pts_lps = _box_report(grid, query_image, query.mm_to_idx(pts_mm))
+        box = _box_report(grid, query_image, query.mm_to_idx(boxed[organ]))
+        pts_lps = index_to_lps(grid, query.mm_to_idx(pts_mm))
         report["organs"][organ] = {**box, "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist()))}
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
@@ -303,7 +304,7 @@ def detect_command(args) -> int:
     points = {}
     grid = case.to_sitk(case.hu)
     for i, (organ, box) in enumerate(boxes.items()):
-        report["organs"][organ] = {**_box_report(grid, image, np.stack([box.lo, box.hi]))[0],
+        report["organs"][organ] = {**_box_report(grid, image, np.stack([box.lo, box.hi])),
                                    "peak_probability": float(probs[i].max())}
         points[organ] = case.idx_to_mm(face_centres(box))
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
@@ -317,17 +318,16 @@ def detect_command(args) -> int:
     return 0
 
 
-def _box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> tuple[dict, np.ndarray]:
+def _box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> dict:
     """The box around points (voxel indices of `grid`, the preprocessed case as an image) in
-    physical LPS mm and in continuous voxel indices of the image as read, and the points in LPS mm."""
+    physical LPS mm and in continuous voxel indices of the image as read."""
     from rprloc_core.geometry.space import index_to_lps, lps_to_index
 
     points_lps = index_to_lps(grid, points_idx)
     points_original = lps_to_index(image, points_lps)
-    box = {"box_lps_mm": {"min": points_lps.min(axis=0).tolist(), "max": points_lps.max(axis=0).tolist()},
-           "box_index_zyx": {"min": points_original.min(axis=0).tolist(),
-                             "max": points_original.max(axis=0).tolist()}}
-    return box, points_lps
+    return {"box_lps_mm": {"min": points_lps.min(axis=0).tolist(), "max": points_lps.max(axis=0).tolist()},
+            "box_index_zyx": {"min": points_original.min(axis=0).tolist(),
+                              "max": points_original.max(axis=0).tolist()}}
 
 
 def _overlay(query, points_by_organ: dict, title):

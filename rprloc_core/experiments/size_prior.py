@@ -10,6 +10,8 @@ predictions of the default schedule); the test queries only report it (`test_per
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -38,12 +40,19 @@ def apply_prior(points, support_points, organ_of_point, weight: float) -> np.nda
 
 
 def _support_points(settings, support_id: str, organ_of_point) -> np.ndarray:
-    support = dataset.load_case(settings, support_id)
-    organs = list(dict.fromkeys(np.asarray(organ_of_point).tolist()))
-    points, support_organs, _ = stack_organ_landmarks(organ_landmarks_mm(support, organs, "extreme"))
+    points, support_organs = _support_landmarks(settings, support_id, tuple(dict.fromkeys(organ_of_point)))
     if list(support_organs) != list(organ_of_point):
         raise ValueError(f"support {support_id} does not give the landmarks of the cached prediction")
     return points
+
+
+@lru_cache(maxsize=32)
+def _support_landmarks(settings, support_id: str, organs: tuple) -> tuple:
+    """A support's extreme points for these organs: found once, for all the queries it serves."""
+    support = dataset.load_case(settings, support_id)
+    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, list(organs), "extreme"))
+    points.setflags(write=False)
+    return points, tuple(organ_of_point)
 
 
 def _label(weight: float) -> str:
@@ -74,8 +83,8 @@ def validation_per_query(settings, validation: Protocol, k: int, weights=WEIGHTS
 
 def rule_table(per_query: pd.DataFrame, organs) -> pd.DataFrame:
     """One row per (method, box rule): the rule's weight w (empty for the paper's box), IoU per
-    organ, mean IoU (and its SD over supports) and AWD, and the paired IoU difference to the same method's paper box (mean
-    over supports of the per-support difference, with its SD over supports)."""
+    organ, mean IoU (and its SD over supports) and AWD, and the paired IoU difference to the same
+    method's paper box (mean over supports of the per-support difference, with its SD over them)."""
     keys = ["method", "box"]
     frame = per_query[per_query.organ.isin(organs)].assign(time_s=np.nan)   # summarize averages a time too
     table = summarize(frame, keys=keys, organs=organs)
@@ -88,7 +97,7 @@ def rule_table(per_query: pd.DataFrame, organs) -> pd.DataFrame:
     out["AWD mm"] = means["awd_mm"]
     # per support: the mean over organs of each organ's mean over queries, as `summarize` averages
     per_support = frame.groupby([*keys, "support", "organ"], sort=False).iou_pct.mean() \
-        .groupby(level=[0, 1, 2], sort=False).mean()
+        .groupby(level=[0, 1, 2]).mean()           # sorted, for the lookups below
     differences = []
     for method, box in out.index:
         diff = per_support.loc[(method, box)] - per_support.loc[(method, PAPER_BOX)]
