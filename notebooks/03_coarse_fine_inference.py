@@ -202,14 +202,15 @@ save_figure(fig, "method_on_real_ct", results)
 plt.show()
 
 # %% [markdown]
-# ## Try it: K and r
+# ## Try it: K, r and the size prior
 # The widget runs the default schedule on one of the first queries with the first support, for a
 # chosen K and the models trained with other offset ranges r (notebook 02's r sweep; those models
 # are warm-started from the main ones and trained briefly). Support embeddings and starts are
 # computed once and every result is kept, so a change redraws at once: the runs before the schedule's
 # average step are computed once for K_max runs per query and r pair, so a new K only averages their
-# first K and takes the fine move from there (one patch per landmark). Under papermill it runs once
-# with its default values.
+# first K and takes the fine move from there (one patch per landmark). The size-prior slider (w,
+# notebook 04; 0 is the paper's box) only redraws the boxes from the points already kept. Under
+# papermill it runs once with its default values (the profile's K and w).
 
 # %%
 widget, fig = gui.k_r_widget(settings, protocol)

@@ -27,6 +27,7 @@ from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import models
 from rprloc_core.geometry.boxes import bounding_box, box_from_points, mask_centroid
+from rprloc_core.geometry.landmarks import with_support_box_size
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
 from rprloc_core.rprloc.inference import AVERAGE, draw_starts, encode_supports, localize, stack_organ_landmarks
 
@@ -111,8 +112,10 @@ WIDGET_K_MAX = 40
 WIDGET_QUERIES = 5
 
 
-def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float):
-    """The query's true and predicted boxes for one query, K and pair of r values, with the metrics."""
+def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float, size_prior: float = 0.0):
+    """The query's true and predicted boxes for one query, K, pair of r values and size-prior weight
+    (0: the box of the predicted points, the paper's; notebook 04), with the metrics. A new weight
+    only redraws: the points are those already kept."""
     points, seconds = runs.predict(query_id, k, r_coarse, r_fine)
     query = runs.query(query_id)
     boxes, lines = {}, []
@@ -120,14 +123,16 @@ def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float
     organs = [o for o in runs.organs if o in query.labels]
     for organ in organs:
         pts = points[organ_of_point == organ]
+        if size_prior > 0:
+            pts = with_support_box_size(pts, runs.points[organ_of_point == organ], size_prior)
         m = score_prediction(query, organ, pts, "extreme")
         boxes[f"{organ} true"] = (bounding_box(query.labels[organ]), ORGAN_COLOURS[organ], "-")
         boxes[f"{organ} predicted"] = (box_from_points(query.mm_to_idx(pts)), ORGAN_COLOURS[organ], "--")
         lines.append(f"{organ}: IoU {m['iou_pct']:.0f} %, AWD {m['awd_mm']:.1f} mm")
     centre = mask_centroid(query.labels[organs[0]])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-    boxes_in_views(axes, query, boxes, centre,
-                   title=f"{query.case_id}, K = {k}, r_c = {r_coarse:g} mm, r_f = {r_fine:g} mm")
+    boxes_in_views(axes, query, boxes, centre, title=f"{query.case_id}, K = {k}, r_c = {r_coarse:g} mm, "
+                                                     f"r_f = {r_fine:g} mm, size prior w = {size_prior:g}")
     how = "kept from before" if seconds == 0 else f"computed in {seconds:.2f} s for {len(organs)} organs"
     fig.suptitle(" · ".join(lines) + f"  ({how})", fontsize=8)
     fig.tight_layout()
@@ -135,23 +140,27 @@ def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float
 
 
 def k_r_widget(settings, protocol):
-    """Displays the query / K / r controls with their output, and returns (widget, default figure)."""
+    """Displays the query / K / r / size-prior controls with their output, and returns (widget,
+    default figure: the profile's K, first r values and size-prior weight)."""
     queries = list(protocol.queries[:WIDGET_QUERIES])
     runs = KrRuns(settings, dataset.load_case(settings, protocol.supports[0]), queries, protocol.organs)
     r_coarse = models.sweep_r_values(settings, "coarse")
     r_fine = models.sweep_r_values(settings, "fine")
     k = settings.rprloc.inference.k
+    weight = settings.rprloc.inference.size_prior_weight
     output = widgets.Output()
 
-    def on_change(query, k, r_coarse, r_fine):
+    def on_change(query, k, r_coarse, r_fine, size_prior):
         with output:
             output.clear_output(wait=True)
-            plt.show(k_r_view(runs, query, k, r_coarse, r_fine))
+            plt.show(k_r_view(runs, query, k, r_coarse, r_fine, size_prior))
 
     controls = widgets.interactive(on_change, query=widgets.Dropdown(options=queries, description="query"),
                                    k=widgets.IntSlider(value=k, min=1, max=runs.k_max, description="K"),
                                    r_coarse=widgets.Dropdown(options=r_coarse, description="r_c (mm)"),
-                                   r_fine=widgets.Dropdown(options=r_fine, description="r_f (mm)"))
-    box = widgets.VBox([*controls.children[:4], output])
+                                   r_fine=widgets.Dropdown(options=r_fine, description="r_f (mm)"),
+                                   size_prior=widgets.FloatSlider(value=weight, min=0.0, max=1.0, step=0.25,
+                                                                  description="size prior w"))
+    box = widgets.VBox([*controls.children[:5], output])
     display(box)
-    return box, k_r_view(runs, queries[0], k, r_coarse[0], r_fine[0])
+    return box, k_r_view(runs, queries[0], k, r_coarse[0], r_fine[0], weight)

@@ -66,3 +66,12 @@ def test_without_an_average_step_a_new_k_needs_no_network_call(oracles):
     assert runs.kept("query", 12, 0, 0)
     runs.predict("query", 12, 0, 0)
     assert oracles["coarse"].calls + oracles["fine"].calls == calls
+
+
+def test_a_new_size_prior_only_redraws(oracles):
+    runs = widget_runs(("coarse", "average", "fine"))
+    gui.k_r_view(runs, "query", 5, 0, 0)
+    calls = oracles["coarse"].calls + oracles["fine"].calls
+    fig = gui.k_r_view(runs, "query", 5, 0, 0, size_prior=1.0)
+    assert oracles["coarse"].calls + oracles["fine"].calls == calls          # same points, no network call
+    assert "size prior w = 1" in fig.axes[0].get_title() + fig.axes[1].get_title() + fig.axes[2].get_title()
