@@ -207,7 +207,7 @@ def check_fits_models(volume, models, path) -> None:
 def localize_command(args) -> int:
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
-    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points, with_support_box_size
+    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points, size_prior_box_points
     from rprloc_core.geometry.space import index_to_lps
     from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
 
@@ -251,8 +251,7 @@ def localize_command(args) -> int:
     support_points = {o: points[np.asarray(organ_of_point) == o] for o in predicted}
     # The box: around the predicted points, or (size prior > 0) the support's landmarks placed on
     # their mean with an extent blended from the support's box and theirs (notebook 04).
-    boxed = {o: with_support_box_size(p, support_points[o], args.size_prior) if args.size_prior > 0 else p
-             for o, p in predicted.items()}
+    boxed = {o: size_prior_box_points(p, support_points[o], args.size_prior) for o, p in predicted.items()}
     report = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
               "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior,
               "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",

@@ -27,7 +27,7 @@ from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_prediction
 from rprloc_core.experiments import models
 from rprloc_core.geometry.boxes import bounding_box, box_from_points, mask_centroid
-from rprloc_core.geometry.landmarks import with_support_box_size
+from rprloc_core.geometry.landmarks import size_prior_box_points
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
 from rprloc_core.rprloc.inference import AVERAGE, draw_starts, encode_supports, localize, stack_organ_landmarks
 
@@ -122,9 +122,8 @@ def k_r_view(runs: KrRuns, query_id: str, k: int, r_coarse: float, r_fine: float
     organ_of_point = np.asarray(runs.organ_of_point)
     organs = [o for o in runs.organs if o in query.labels]
     for organ in organs:
-        pts = points[organ_of_point == organ]
-        if size_prior > 0:
-            pts = with_support_box_size(pts, runs.points[organ_of_point == organ], size_prior)
+        pts = size_prior_box_points(points[organ_of_point == organ], runs.points[organ_of_point == organ],
+                                    size_prior)
         m = score_prediction(query, organ, pts, "extreme")
         boxes[f"{organ} true"] = (bounding_box(query.labels[organ]), ORGAN_COLOURS[organ], "-")
         boxes[f"{organ} predicted"] = (box_from_points(query.mm_to_idx(pts)), ORGAN_COLOURS[organ], "--")

@@ -79,6 +79,20 @@ def _rows_from_long(table: pd.DataFrame, methods: dict, source: str, organs) -> 
     return rows
 
 
+def _untimed_rows(records: list[dict], names: list[str], family: str, sd_column: str, source: str,
+                  organs) -> list[dict]:
+    """Summary rows from a wide table of a beyond-the-paper variant (IoU per organ, "IoU %", its SD
+    in `sd_column`, "AWD mm"): no time measured, no paper numbers."""
+    rows = []
+    for record, name in zip(records, names):
+        row = {"method": name, "family": family, **{f"{o} IoU %": record.get(f"{o} IoU %", np.nan) for o in organs}}
+        row.update({"IoU %": record["IoU %"], "IoU SD": record[sd_column], "AWD mm": record["AWD mm"],
+                    "s/organ": np.nan, "paper IoU %": np.nan, "paper AWD mm": np.nan, "paper s/organ": np.nan,
+                    "table": source})
+        rows.append(row)
+    return rows
+
+
 def methods_table(results: Path, organs=HAN_ORGANS) -> pd.DataFrame:
     """Every method measured in this profile's results, one row each (see the module docstring).
     Seconds per organ only where they were measured (Table 3, notebooks 07 and 08)."""
@@ -112,24 +126,14 @@ def methods_table(results: Path, organs=HAN_ORGANS) -> pd.DataFrame:
         rows += _rows_from_long(pin, {m: FAMILIES["supervised_here"] for m in supervised}, "pin_methods", organs)
     prior = read_table(results, "size_prior_test")
     if prior is not None:
-        for r in prior[prior["w"] > 0].to_dict("records"):        # not the paper's box (NaN)
-            row = {"method": f"{r['method']} + size prior {r['w']:g}", "family": FAMILIES["size_prior"]}
-            row.update({f"{o} IoU %": r.get(f"{o} IoU %", np.nan) for o in organs})
-            row.update({"IoU %": r["IoU %"], "IoU SD": r["IoU SD over supports"], "AWD mm": r["AWD mm"],
-                        "s/organ": np.nan,
-                        "paper IoU %": np.nan, "paper AWD mm": np.nan, "paper s/organ": np.nan,
-                        "table": "size_prior_test"})
-            rows.append(row)
+        records = prior[prior["w"] > 0].to_dict("records")        # not the paper's box (NaN)
+        rows += _untimed_rows(records, [f"{r['method']} + size prior {r['w']:g}" for r in records],
+                              FAMILIES["size_prior"], "IoU SD over supports", "size_prior_test", organs)
     few = read_table(results, "few_shot")
     if few is not None:
-        for r in few[few.supports > 1].to_dict("records"):
-            row = {"method": f"RPR-Loc default schedule, {r['supports']} supports ({r['fusion']})",
-                   "family": FAMILIES["few_shot"]}
-            row.update({f"{o} IoU %": r.get(f"{o} IoU %", np.nan) for o in organs})
-            row.update({"IoU %": r["IoU %"], "IoU SD": r["IoU SD over sets"], "AWD mm": r["AWD mm"],
-                        "s/organ": np.nan, "paper IoU %": np.nan, "paper AWD mm": np.nan,
-                        "paper s/organ": np.nan, "table": "few_shot"})
-            rows.append(row)
+        records = few[few.supports > 1].to_dict("records")
+        rows += _untimed_rows(records, [f"RPR-Loc default schedule, {r['supports']} supports ({r['fusion']})"
+                                        for r in records], FAMILIES["few_shot"], "IoU SD over sets", "few_shot", organs)
     return pd.DataFrame(rows)
 
 

@@ -68,3 +68,12 @@ def with_support_box_size(points, support_points, weight: float) -> np.ndarray:
     # An axis along which the support's landmarks do not spread cannot be stretched: keep it flat.
     scale = np.divide(extent, extent_support, out=np.ones(3), where=extent_support > 0)
     return points.mean(axis=0) + (support_points - support_points.mean(axis=0)) * scale
+
+
+def size_prior_box_points(points, support_points, weight: float) -> np.ndarray:
+    """The points whose box a user gets with a size-prior weight (the CLI and the widget): weight 0
+    keeps the predicted points as they are (the paper's box), any other weight redraws them with
+    `with_support_box_size`."""
+    if weight == 0:
+        return np.asarray(points, dtype=float).reshape(-1, 3)
+    return with_support_box_size(points, support_points, weight)

@@ -168,7 +168,7 @@ def _model_device(model) -> torch.device:
 def _model_dtype(model) -> torch.dtype:
     """The dtype the model computes in (its parameters'): patches are cast to it, so a model
     converted with `.to(torch.bfloat16)` or `.double()` runs as it is. float32 for anything else.
-    (bfloat16 was tried for speed and not adopted: slower end to end here; notebook 03.)"""
+    (bfloat16 was tried for speed and not adopted: slower end to end here; README, Speed.)"""
     if isinstance(model, torch.nn.Module):
         for p in model.parameters():
             return p.dtype
