@@ -26,11 +26,12 @@ SETTINGS = load_settings("demo")
 RELEASE = models.release_dir(SETTINGS)
 # Mean IoU (%) of Mc + Mf, K = 15, support = the first validation patient with all four organs,
 # queries = the next three validation patients (the first four of the split), all four organs.
-# The released models (GPU-trained; Mc width 16, Mf width 8) reach 32.5 % here (with the previous,
-# width-16 Mf: 33.3 %); the first demo release (CPU, width 8 both, the release before 2026-11-26)
-# 30.1 %, untrained models 2-4 %: the floor fails both.
+# The released models (GPU-trained; Mc width 16, Mf width 8 with the wide range, r = 60 mm) reach
+# 38.9 % here; the release before (Mf r = 40 mm, pairs up to 30 mm) 32.5 %, the width-16 Mf before
+# it 33.3 %, the first demo release (CPU, width 8 both) 30.1 %, untrained models 2-4 %: the floor
+# fails all of them.
 # Raise it with the weights (the paper-level target is 55 % on the test queries).
-IOU_FLOOR_PCT = 31.5
+IOU_FLOOR_PCT = 36.0
 
 
 def assert_release_files(folder, max_bytes: int) -> dict:
@@ -135,9 +136,9 @@ def self_localisation_errors(coarse, fine, validation_cases) -> np.ndarray:
 
 
 # Self-localisation bound (mm, per axis z, y, x) for the released models on the first four
-# validation patients; they measure (12.3, 6.2, 4.6) (with the previous, width-16 Mf: 11.2, 5.7,
-# 4.0); the first demo release measured (20.4, 11.9, 6.5) and fails it on every axis, as do
-# untrained models (checked below).
+# validation patients; they measure (10.2, 5.9, 4.4) (the Mf with r = 40 mm before them: 12.3, 6.2,
+# 4.6; the width-16 Mf: 11.2, 5.7, 4.0); the first demo release measured (20.4, 11.9, 6.5) and
+# fails it on every axis, as do untrained models (checked below).
 SELF_LOCALISATION_BOUND_MM = np.array([15.0, 8.0, 6.0])
 
 
