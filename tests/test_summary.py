@@ -6,7 +6,7 @@ import pytest
 
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.experiments import summary
-from rprloc_core.experiments.paper import RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS
+from rprloc_core.experiments.paper import CLEAR_MARGIN_PTS, RPRLOC_LABEL, STAGE_LABELS, TEMPLATE_LABELS, lead_verdict
 
 
 def _long(method_values: dict, key="method", **extra) -> pd.DataFrame:
@@ -62,6 +62,7 @@ def test_size_prior_row_comes_from_its_table(tmp_path):
     (30.0, 25.0, "reproduced", "reproduced"),            # 5 points ahead, lower AWD
     (30.0, 29.5, "reproduced in part", "reproduced"),    # ahead by less than the clear margin
     (22.0, 29.5, "reproduced in part", "not reproduced"),  # behind in IoU, lower AWD still
+    (25.0, 24.0, "reproduced in part", "reproduced in part"),  # Mc + Mf one point over Mc: within the noise
 ])
 def test_claim_verdicts_follow_the_numbers(tmp_path, fine_iou, tm_iou, accuracy, fine_adds):
     claims = summary.claims_table(_results(tmp_path, fine_iou, tm_iou)).set_index("claim")
@@ -71,6 +72,13 @@ def test_claim_verdicts_follow_the_numbers(tmp_path, fine_iou, tm_iou, accuracy,
     assert verdicts["Extreme points beat diagonal points"] == "reproduced"
     assert verdicts["RPR-Loc is 10^3-10^5 times faster than template matching"] == "reproduced in part"   # 10x
     assert claims.verdict.isin(["reproduced", "not reproduced", "reproduced in part", "not tested"]).all()
+
+
+@pytest.mark.parametrize("lead, partly, verdict", [
+    (CLEAR_MARGIN_PTS, False, "reproduced"), (CLEAR_MARGIN_PTS - 0.1, False, "reproduced in part"),
+    (0.0, False, "not reproduced"), (-3.0, True, "reproduced in part"), (-3.0, False, "not reproduced")])
+def test_a_lead_within_the_margin_is_only_in_part(lead, partly, verdict):
+    assert lead_verdict(lead, partly=partly) == verdict
 
 
 @pytest.mark.parametrize("cc2d_iou, verdict", [(20.0, "reproduced"), (29.0, "reproduced in part"),

@@ -16,6 +16,9 @@ TEMPLATE_LABELS = {"gs_mse": "GS MSE", "gs_cosine": "GS Cosine", "gs_ncc": "GS N
                    "fm_mse": "FM MSE", "fm_cosine": "FM Cosine"}
 RPRLOC_LABEL = "RPR-Loc (Mc + Mf)"           # Table 3: the profile's default schedule (a Mc + Mf variant)
 SUPERVISED_LABEL = "Retina U-Net (supervised)"
+# A claim "A beats B" holds when A leads by at least this many IoU points: a smaller lead lies within
+# the spread over supports (their SD is 2-5 points in Tables 1-3), so it counts as "in part".
+CLEAR_MARGIN_PTS = 2.0
 
 
 def default_label(schedule_label: str) -> str:
@@ -52,3 +55,12 @@ def paper_mean(name: str, metric: str = "iou_pct", **match) -> float:
     if len(rows) != 1:
         raise KeyError(f"{name}: {len(rows)} Mean rows match {match}")
     return float(rows[metric].iloc[0])
+
+
+def lead_verdict(lead_pts: float, partly: bool = False) -> str:
+    """The verdict on a claim "A beats B" from A's IoU lead over B (points): "reproduced" at
+    CLEAR_MARGIN_PTS or more, "reproduced in part" for a smaller positive lead (or when `partly`,
+    another sign of the claim, holds), "not reproduced" otherwise."""
+    if lead_pts >= CLEAR_MARGIN_PTS:
+        return "reproduced"
+    return "reproduced in part" if lead_pts > 0 or partly else "not reproduced"
