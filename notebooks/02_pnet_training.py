@@ -36,7 +36,8 @@
 # release's own training record (its `manifest.json`, with a sha256 per file, the training
 # settings, the data split and the validation history; `MODEL_CARD.md` says what they are for). To
 # retrain them: `make train` (resumable; it writes to `data/`, never over the release; publishing a
-# new release is `python -m rprloc_core.experiments.retrain --profile demo --publish --overwrite`).
+# new release is `python -m rprloc_core.experiments.retrain --profile demo --publish --overwrite`;
+# `--only fine` trains and replaces one model and keeps the release's others).
 # With `overrides = {"weights.source": "train"}`, or the smoke profile, this notebook trains.
 
 # %% tags=["parameters"]

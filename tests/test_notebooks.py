@@ -138,6 +138,19 @@ def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
     assert summaries["coarse"]["stopped"] == "released" and summaries["coarse"]["steps"] == trained.rprloc.coarse.steps
     assert models.publish_release(trained, overwrite=True)["models"]["coarse"]["sha256"] == \
         manifest["models"]["coarse"]["sha256"]
+    # One model alone: the release keeps every other entry as it was (a mark put on coarse's entry
+    # survives), and only the named model's entry is written from the training folder.
+    path = release / weights.MANIFEST
+    marked = json.loads(path.read_text())
+    for name in ("coarse", "fine"):
+        marked["models"][name]["mark"] = "kept"
+    path.write_text(json.dumps(marked))
+    again = models.publish_release(trained, overwrite=True, names=["fine"])["models"]
+    assert again["coarse"]["mark"] == "kept" and "mark" not in again["fine"]
+    assert set(again) == set(manifest["models"])
+    assert all(again[n]["sha256"] == manifest["models"][n]["sha256"] for n in again)
+    with pytest.raises(ValueError, match="no model"):
+        models.publish_release(trained, overwrite=True, names=["finer"])
 
 
 @pytest.mark.notebooks

@@ -20,6 +20,7 @@ import pandas as pd
 
 from rprloc_core.checkpoints import atomic_torch_save as torch_save
 from rprloc_core.data import dataset
+from rprloc_core.errors import DataError
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
@@ -145,52 +146,88 @@ def provenance_entry(folder: Path) -> dict:
     return {"provenance": json.loads(path.read_text())} if path.is_file() else {}
 
 
-def publish_release(settings, overwrite: bool = False) -> dict:
+def publish_release(settings, overwrite: bool = False, names=None) -> dict:
     """Copy the models trained here (every Pnet of the profile and the auto-encoder) into the
-    profile's release folder, with a manifest. Replaces an existing release only with `overwrite`."""
-    from rprloc_core.baselines.feature_matching import load_autoencoder, save_checkpoint
-
+    profile's release folder, with a manifest. Replaces an existing release only with `overwrite`.
+    `names`: publish only these models (e.g. ["fine"]); every other entry of the existing release is
+    kept as it is (file, sha256, history), so one retrained model replaces its predecessor alone."""
     if not settings.weights.release:
         raise ValueError(f"profile {settings.name!r} names no release folder (weights.release)")
+    known = [*train_configs(settings), AUTOENCODER]
+    names = list(known if names is None else names)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"no model {', '.join(unknown)} in profile {settings.name!r} (models: {', '.join(known)})")
+    folder = release_dir(settings)
+    kept = {}
+    if set(names) != set(known):
+        if not weights.is_release(folder):
+            raise DataError(folder, "publishing some models only needs an existing release to keep the others")
+        released = weights.read_manifest(folder)["models"]
+        kept = {name: _released_entry(folder, name, released[name]) for name in known
+                if name not in names and name in released}
     entries = {}
-    for name, config in train_configs(settings).items():
-        path = trained_file(settings, name)
-        payload = read_checkpoint(path)
-        rows = load_history(models_dir(settings) / name)
-        best = rows.loc[rows.val_loss_mm2.idxmin()]
-        summary = {"steps": int(rows.step.max()), "target_steps": int(config.steps),
-                   "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
-                   "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
-                   "stopped": "released", "resumed": False}
-        init_from = Path(config.init_from).parent.name if config.init_from else None
-        if init_from:   # the checkpoint records where its start came from: a name, not this machine's path
-            extra = dict(payload.get("extra") or {})
-            extra["train_config"] = {**extra.get("train_config", {}), "init_from": init_from}
-            path = Path(tempfile.mkdtemp()) / "best.pt"
-            torch_save({**payload, "extra": extra}, path)
-        entries[name] = {"source": path, "kind": "pnet", "architecture": payload["config"],
-                         "training": {k: v for k, v in config.to_dict().items() if k != "init_from"}
-                         | {"init_from": init_from},
-                         "summary": summary,
-                         **provenance_entry(models_dir(settings) / name),
-                         "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
-    checkpoint = trained_file(settings, AUTOENCODER)
-    if checkpoint.is_file():
-        import torch
-
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        stripped = Path(tempfile.mkdtemp()) / "autoencoder.pt"     # weights and history, no optimizer state
-        save_checkpoint(stripped, load_autoencoder(checkpoint), None, saved["step"], saved["history"], None)
-        ae = settings.template_matching.autoencoder
-        entries[AUTOENCODER] = {"source": stripped, "kind": "autoencoder", "architecture": saved["config"],
-                                "training": asdict(ae), "steps": int(saved["step"])}
+    for name in known:
+        if name in kept:
+            entries[name] = kept[name]
+        elif name == AUTOENCODER:
+            if trained_file(settings, AUTOENCODER).is_file():
+                entries[name] = _autoencoder_entry(settings)
+        else:
+            entries[name] = _pnet_entry(settings, name, train_configs(settings)[name])
     table = dataset.case_table(settings)
     split = {s: table[table.split == s].case_id.tolist() for s in ("train", "validation")}
     about = {"profile": settings.name, "dataset": settings.data.dataset,
              "preprocess_spacing_zyx_mm": list(settings.preprocess.spacing_zyx),
              "data_split": {"labels_used": "none: every model trains on intensity volumes only",
                             "train": split["train"], "validation": split["validation"]}}
-    return weights.write_release(release_dir(settings), entries, about, overwrite=overwrite)
+    return weights.write_release(folder, entries, about, overwrite=overwrite)
+
+
+def _pnet_entry(settings, name: str, config) -> dict:
+    """A trained Pnet's release entry: its best checkpoint, architecture, training config, summary,
+    provenance and full validation history."""
+    path = trained_file(settings, name)
+    payload = read_checkpoint(path)
+    rows = load_history(models_dir(settings) / name)
+    best = rows.loc[rows.val_loss_mm2.idxmin()]
+    summary = {"steps": int(rows.step.max()), "target_steps": int(config.steps),
+               "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
+               "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
+               "stopped": "released", "resumed": False}
+    init_from = Path(config.init_from).parent.name if config.init_from else None
+    if init_from:   # the checkpoint records where its start came from: a name, not this machine's path
+        extra = dict(payload.get("extra") or {})
+        extra["train_config"] = {**extra.get("train_config", {}), "init_from": init_from}
+        path = Path(tempfile.mkdtemp()) / "best.pt"
+        torch_save({**payload, "extra": extra}, path)
+    return {"source": path, "kind": "pnet", "architecture": payload["config"],
+            "training": {k: v for k, v in config.to_dict().items() if k != "init_from"} | {"init_from": init_from},
+            "summary": summary,
+            **provenance_entry(models_dir(settings) / name),
+            "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
+
+
+def _autoencoder_entry(settings) -> dict:
+    """The patch auto-encoder's release entry: weights and history, no optimizer state."""
+    import torch
+
+    from rprloc_core.baselines.feature_matching import load_autoencoder, save_checkpoint
+
+    checkpoint = trained_file(settings, AUTOENCODER)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    stripped = Path(tempfile.mkdtemp()) / "autoencoder.pt"
+    save_checkpoint(stripped, load_autoencoder(checkpoint), None, saved["step"], saved["history"], None)
+    return {"source": stripped, "kind": "autoencoder", "architecture": saved["config"],
+            "training": asdict(settings.template_matching.autoencoder), "steps": int(saved["step"])}
+
+
+def _released_entry(folder: Path, name: str, entry: dict) -> dict:
+    """An entry of an existing release, to be written again unchanged (its file checked first)."""
+    entry = dict(entry)
+    for key in ("file", "sha256", "bytes"):
+        entry.pop(key)
+    return {"source": weights.released_file(folder, name), **entry}
 
 
 def models_hash(settings, names=MAIN_MODELS) -> str:

@@ -6,18 +6,22 @@ on its own (`python -m rprloc_core.experiments.cc2d_ablation`).
 
     python -m rprloc_core.experiments.retrain --profile demo [--set rprloc.coarse.steps=4000]
     python -m rprloc_core.experiments.retrain --profile demo --publish [--overwrite]
+    python -m rprloc_core.experiments.retrain --profile demo --only fine --publish --overwrite
 
 Training is resumable: every model checkpoints as it goes, so rerunning the same command after an
 interruption (or a time limit) continues; a finished model is only read back. Training always
 writes to data/<dataset>/models/<profile>/, never to the release; `--publish` copies the trained
 models into the release folder (weights.release), and over an existing release only with
-`--overwrite`. Needs the converted dataset (`python -m data_prep.prepare --profile demo`).
+`--overwrite`. `--only` names some of the RPR-Loc release's models (coarse, fine, the r-sweep
+models, autoencoder): only they are trained and published, and the release keeps its other models
+byte for byte. Needs the converted dataset (`python -m data_prep.prepare --profile demo`).
 """
 
 from __future__ import annotations
 
 import sys
 
+from rprloc_core.errors import RprlocError
 from rprloc_core.experiments import (
     cc2d_predictions,
     detector_predictions,
@@ -28,8 +32,17 @@ from rprloc_core.experiments import (
 )
 
 
-def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict]:
-    """Train (or resume) every model of the profile in the data folder; returns their summaries."""
+def retrain(settings, parallel: bool = True, progress: bool = True, only=None) -> list[dict]:
+    """Train (or resume) every model of the profile in the data folder; returns their summaries.
+    `only`: just these models of the RPR-Loc release (Pnet names, `models.AUTOENCODER`)."""
+    if only is not None:
+        _check_names(settings, only)
+        pnets = [name for name in only if name != models.AUTOENCODER]
+        summaries = models.train_all(settings, names=pnets, parallel=parallel, progress=progress) if pnets else []
+        if models.AUTOENCODER in only:
+            encoder = template_predictions.train_encoder(settings, progress=progress)
+            summaries.append({"name": models.AUTOENCODER, "steps": encoder.step, "stopped": encoder.stopped})
+        return summaries
     summaries = models.train_all(settings, parallel=parallel, progress=progress)
     encoder = template_predictions.train_encoder(settings, progress=progress)
     summaries.append({"name": models.AUTOENCODER, "steps": encoder.step, "stopped": encoder.stopped})
@@ -40,8 +53,19 @@ def retrain(settings, parallel: bool = True, progress: bool = True) -> list[dict
     return summaries
 
 
+def _check_names(settings, names) -> None:
+    known = [*models.train_configs(settings), models.AUTOENCODER]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise RprlocError(f"--only: no model {', '.join(unknown)} in profile {settings.name!r} "
+                         f"(models: {', '.join(known)})")
+
+
 def main(argv=None) -> int:
-    def published(settings, overwrite):
+    def published(settings, overwrite, only=None):
+        if only is not None:
+            models.publish_release(settings, overwrite=overwrite, names=only)
+            return [f"published {', '.join(only)} to {models.release_dir(settings)}, keeping its other models"]
         manifest = models.publish_release(settings, overwrite=overwrite)
         lines = [f"published {len(manifest['models'])} models to {models.release_dir(settings)}"]
         if settings.detector.release:
@@ -55,7 +79,8 @@ def main(argv=None) -> int:
             lines.append(f"published CC2D to {cc2d_predictions.release_dir(settings)}")
         return lines
 
-    return training_cli.run(argv, "python -m rprloc_core.experiments.retrain", __doc__, retrain, published)
+    return training_cli.run(argv, "python -m rprloc_core.experiments.retrain", __doc__, retrain, published,
+                            only_option=True)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ def summary_line(summary: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in summary.items() if k in SHOWN)
 
 
-def run(argv, prog: str, description: str, train: Callable, publish: Callable, parallel_option: bool = True) -> int:
+def run(argv, prog: str, description: str, train: Callable, publish: Callable, parallel_option: bool = True,
+        only_option: bool = False) -> int:
     """Parse `argv`, then `train(settings, parallel)` -> summaries (dicts) and, with --publish,
-    `publish(settings, overwrite)` -> lines saying what was published. Returns the exit status
-    (2 with a one-line error for a project error: bad data, a release already there)."""
+    `publish(settings, overwrite)` -> lines saying what was published. With `only_option` the
+    command takes `--only NAME ...` and passes `only` (None or the names) to both. Returns the exit
+    status (2 with a one-line error for a project error: bad data, a release already there)."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo")
@@ -32,13 +34,17 @@ def run(argv, prog: str, description: str, train: Callable, publish: Callable, p
     parser.add_argument("--overwrite", action="store_true", help="with --publish: replace an existing release")
     if parallel_option:
         parser.add_argument("--serial", action="store_true", help="one model at a time (default: two processes)")
+    if only_option:
+        parser.add_argument("--only", nargs="+", metavar="NAME",
+                            help="train (and publish) only these models, keeping the release's others")
     args = parser.parse_args(argv)
+    only = {"only": args.only} if only_option else {}
     try:
         settings = load_settings(args.profile, {**parse_assignments(args.overrides), "weights.source": "train"})
-        for summary in train(settings, parallel=not getattr(args, "serial", False)):
+        for summary in train(settings, parallel=not getattr(args, "serial", False), **only):
             print(summary_line(summary))
         if args.publish:
-            for line in publish(settings, overwrite=args.overwrite):
+            for line in publish(settings, overwrite=args.overwrite, **only):
                 print(line)
     except RprlocError as error:
         print(f"error: {error}", file=sys.stderr)
