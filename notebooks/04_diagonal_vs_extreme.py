@@ -103,6 +103,31 @@ save_figure(fig, "size_prior_validation", results)
 plt.show()
 
 # %% [markdown]
+# **Where the box's centre comes from.** Each predicted point minus its support landmark votes for
+# how far the organ moved from support to query; the box above sits on the mean of the organ's six
+# votes. Other centres were compared on the same validation predictions (w as chosen, rules written
+# down before scoring: adopt one only at >= +1 IoU point over the profile's, no more AWD, better on
+# every support): the median of the six (robust to one wild point); the organ's mean pulled 25 % or
+# 50 % toward the query-wide mean of every organ's votes (the organs move together: one head);
+# the query-wide mean alone (a rigid shift of all four boxes); and, per axis, the two points that
+# bound the box on that axis weighted x2 or x0.5 against the other four
+# (`size_prior.CENTRE_RULES`, `size_prior.recentred`). The last column is the paired difference to
+# the profile's rule per support.
+
+# %%
+centre_per_query = size_prior.centre_rules_per_query(settings, validation, k, size_prior.chosen_weight(settings))
+profile_centre = f"size prior {size_prior.chosen_weight(settings):g}, centre: {next(iter(size_prior.CENTRE_RULES))}"
+centre_rules = size_prior.rule_table(centre_per_query, validation.organs, reference=profile_centre,
+                                     column="IoU vs profile's centre (pts)")
+write_table(centre_rules, "size_prior_centre_rules", results)
+display(Markdown(markdown_table(centre_rules, floatfmt=".1f")))
+display(Markdown(findings.centre_rule_findings(centre_per_query, profile_centre)))
+
+# %% [markdown]
+# When it was run (2026-11-27) none passed: each organ's error is its own, the organs do not share
+# one shift closely enough for their votes to help one another, and a wild point is rare enough
+# that a median loses more than it saves.
+#
 # The test queries with the profile's weight (reported, not tuned), the default schedule, K and
 # supports as in Table 2. Notebook 05 tries the same prior on template matching.
 

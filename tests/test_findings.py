@@ -56,3 +56,17 @@ def test_cc2d_findings_compare_with_rprloc_per_organ_and_name_the_costliest_scal
                                   ablation_table.assign(iou_pct=[25.0, 22.1, 23.1]))
     assert "keeps the release's settings: no variant beats their 25.0 % IoU" in text
 
+
+
+def test_centre_rule_findings_need_a_gain_on_every_support():
+    def frame(gains_by_box):
+        return pd.DataFrame([{"box": box, "support": s, "query": q, "organ": "Mandible", "iou_pct": 40.0 + g,
+                              "awd_mm": 8.0 - 0.1 * g}
+                             for box, gains in gains_by_box.items() for s, g in zip("abc", gains) for q in "xy"])
+
+    ours = "size prior 0.5, centre: organ mean (profile)"
+    passing = frame({ours: (0, 0, 0), "size prior 0.5, centre: median": (1.5, 2.0, 1.0)})
+    assert findings.centre_rule_findings(passing, ours).startswith("**A centre passes the rule: median**")
+    mixed = frame({ours: (0, 0, 0), "size prior 0.5, centre: median": (4.0, 2.0, -0.5)})   # +1.8 on average
+    text = findings.centre_rule_findings(mixed, ours)
+    assert text.startswith("**No centre passes") and "up on 2 of 3 supports" in text

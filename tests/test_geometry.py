@@ -104,3 +104,30 @@ def test_support_box_size_prior_by_hand():
         with_support_box_size(predicted, support, 1.5)
     with pytest.raises(ValueError, match="shape"):
         with_support_box_size(predicted[:2], support, 0.5)
+
+
+def test_box_centre_rules_by_hand():
+    """The centre rules of notebook 04: the profile's rule is `apply_prior` itself; alpha 0 moves
+    every organ by the query-wide shift; a median ignores one wild point; bounding points weigh
+    their own axis only."""
+    from rprloc_core.experiments.size_prior import apply_prior, recentred
+
+    box = np.array([[0, 5, 5], [10, 5, 5], [5, 0, 5], [5, 10, 5], [5, 5, 0], [5, 5, 10]], dtype=float)
+    support = np.concatenate([box, box + 50.0])
+    organs = np.array(["a"] * 6 + ["b"] * 6)
+    shift = np.zeros_like(support)
+    shift[:6] = [2.0, 0.0, 0.0]                 # organ a moved 2 mm along z, organ b 6 mm
+    shift[6:] = [6.0, 0.0, 0.0]
+    predicted = support + shift
+    assert np.allclose(recentred(predicted, support, organs, 0.5), apply_prior(predicted, support, organs, 0.5))
+    pooled = recentred(predicted, support, organs, 0.5, alpha=0.0)
+    assert np.allclose(pooled[:6].mean(axis=0) - support[:6].mean(axis=0), [4.0, 0, 0])
+    assert np.allclose(pooled[6:].mean(axis=0) - support[6:].mean(axis=0), [4.0, 0, 0])
+    wild = predicted.copy()
+    wild[0] += [30.0, 0, 0]                     # one point of organ a far off along z
+    assert np.allclose(recentred(wild, support, organs, 1.0, robust=True)[:6].mean(axis=0)
+                       - support[:6].mean(axis=0), [2.0, 0, 0])
+    weighted = recentred(wild, support, organs, 0.5, bounding_weight=4.0)[:6].mean(axis=0) - support[:6].mean(axis=0)
+    assert np.allclose(weighted, [2.0 + 30.0 * 4 / 12, 0, 0])   # z_min is a bounding point of z: 4 of 12 votes
+    with pytest.raises(ValueError, match="six extreme points"):
+        recentred(wild, support, organs, 0.5, robust=True, bounding_weight=2.0)

@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -129,6 +130,10 @@ def test_size_prior_tables_agree_with_the_paper_tables():
     t2 = table("table2_multistep")
     default_row = t2[t2.method.str.startswith("default:") & (t2.organ == "Mean")].iloc[0]
     assert paper_box["RPR-Loc default schedule"] == pytest.approx(default_row.iou_pct, abs=0.01)
+    centre = table("size_prior_centre_rules")         # notebook 04's centre rules: the first is the profile's
+    profile_row = validation[np.isclose(validation["w"], centre["w"].iloc[0])].iloc[0]
+    assert centre["IoU %"].iloc[0] == pytest.approx(profile_row["IoU %"], abs=0.01)
+    assert centre["box rule"].iloc[0].endswith("(profile)") and len(centre) == 7
     tm = table("size_prior_template_matching")
     t3 = table("table3_methods")
     t3_mean = t3[t3.organ == "Mean"].set_index("method").iou_pct

@@ -61,6 +61,30 @@ def size_prior_findings(validation: pd.DataFrame, test: pd.DataFrame, weight: fl
             f"Validation: {val_text}.  \nTest queries (not used to choose w): {test_text}.")
 
 
+def centre_rule_findings(per_query: pd.DataFrame, reference: str, min_gain_pts: float = 1.0) -> str:
+    """Whether another centre for the size-prior box beats the profile's (`reference`, a box label of
+    `size_prior.centre_rules_per_query`): it must gain >= min_gain_pts IoU points (mean over
+    supports of the per-support mean), have no higher AWD, and gain on every support."""
+    # as `size_prior.rule_table` averages: each organ's mean over queries, then over organs, then supports
+    per_organ = per_query.groupby(["box", "support", "organ"], sort=False)[["iou_pct", "awd_mm"]].mean()
+    per_support = per_organ.groupby(level=[0, 1], sort=False).mean()
+    awd = per_support.awd_mm.groupby(level=0, sort=False).mean()
+    per_support = per_support.iou_pct.unstack()
+    gains = per_support.sub(per_support.loc[reference], axis=1).drop(index=reference)
+    passing = [box for box, row in gains.iterrows()
+               if row.mean() >= min_gain_pts and awd[box] <= awd[reference] and (row > 0).all()]
+    best = gains.mean(axis=1).idxmax()
+    row = gains.loc[best]
+    best_text = (f"{best.split('centre: ')[-1]}: {row.mean():+.1f} ± {row.std(ddof=1):.1f} points, up on "
+                 f"{int((row > 0).sum())} of {len(row)} supports, AWD {awd[best]:.2f} vs {awd[reference]:.2f} mm")
+    rule = (f"the rule asks >= +{min_gain_pts:g} points, no more AWD and a gain on every support, written down "
+            "before scoring")
+    if passing:
+        return f"**A centre passes the rule: {', '.join(p.split('centre: ')[-1] for p in passing)}** (best: " \
+               f"{best_text}; {rule})."
+    return f"**No centre passes the rule; the profile keeps its own** (best alternative: {best_text}; {rule})."
+
+
 def size_prior_gains(table: pd.DataFrame, weight: float) -> str:
     """Each method's IoU change from the size prior, from a `size_prior.rule_table`."""
     gains = {}

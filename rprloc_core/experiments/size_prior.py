@@ -39,6 +39,67 @@ def apply_prior(points, support_points, organ_of_point, weight: float) -> np.nda
     return out
 
 
+# Where the redrawn box's centre comes from (notebook 04 compares them on validation patients; the
+# profile keeps the first). Each predicted point minus its support landmark is a vote for the shift
+# between support and query: "organ" votes are the organ's own six, "query-wide" votes all the
+# query's points (every organ); alpha blends the two.
+CENTRE_RULES = {
+    "organ mean (profile)": {"alpha": 1.0, "robust": False},
+    "organ median": {"alpha": 1.0, "robust": True},
+    "organ mean, 25 % query-wide": {"alpha": 0.75, "robust": False},
+    "organ mean, 50 % query-wide": {"alpha": 0.5, "robust": False},
+    "query-wide mean": {"alpha": 0.0, "robust": False},
+    "organ mean, bounding points x2": {"alpha": 1.0, "robust": False, "bounding_weight": 2.0},
+    "organ mean, bounding points x0.5": {"alpha": 1.0, "robust": False, "bounding_weight": 0.5},
+}
+
+
+def recentred(points, support_points, organ_of_point, weight: float, alpha: float = 1.0, robust: bool = False,
+              bounding_weight: float = 1.0) -> np.ndarray:
+    """`apply_prior`'s boxes with another centre: the support's landmark mean moved by alpha x the
+    organ's shift + (1 - alpha) x the query-wide shift, where a shift is the mean (`robust`: median)
+    of predicted minus support points. `bounding_weight` weighs, per axis, the two extreme points
+    that bound the box on that axis against the other four (extreme points only). alpha 1, mean,
+    weight 1: exactly `apply_prior`."""
+    points, support_points = np.asarray(points, dtype=float), np.asarray(support_points, dtype=float)
+    organs = np.asarray(organ_of_point)
+    aggregate = np.median if robust else np.mean
+    shift = points - support_points
+    query_wide = aggregate(shift, axis=0)
+    out = apply_prior(points, support_points, organs, weight)
+    for organ in dict.fromkeys(organs.tolist()):
+        rows = np.flatnonzero(organs == organ)
+        if bounding_weight == 1.0:
+            own = aggregate(shift[rows], axis=0)
+        else:
+            if robust or len(rows) != 6:
+                raise ValueError("bounding_weight needs the six extreme points and the mean")
+            own = np.empty(3)
+            for axis in range(3):
+                votes = np.ones(6)
+                votes[2 * axis: 2 * axis + 2] = bounding_weight
+                own[axis] = np.average(shift[rows, axis], weights=votes)
+        centre = support_points[rows].mean(axis=0) + alpha * own + (1.0 - alpha) * query_wide
+        out[rows] += centre - out[rows].mean(axis=0)
+    return out
+
+
+def centre_rules_per_query(settings, validation: Protocol, k: int, weight: float) -> pd.DataFrame:
+    """Per (centre rule, support, query, organ) metrics of the default schedule's size-prior box
+    (weight w) on validation patients, one row block per `CENTRE_RULES` entry."""
+    label = schedules.default_schedule(settings).label
+    rows = []
+    for support_id, query_id in validation.pairs:
+        organ_of_point, points = schedules.cached_points(settings, k, support_id, query_id, label)
+        support_points = _support_points(settings, support_id, organ_of_point)
+        for rule, options in CENTRE_RULES.items():
+            rows += score_points(settings, query_id, organ_of_point,
+                                 recentred(points, support_points, organ_of_point, weight, **options),
+                                 method=RPRLOC_DEFAULT, box=f"{_label(weight)}, centre: {rule}", weight=weight,
+                                 strategy="extreme", support=support_id)
+    return pd.DataFrame(rows)
+
+
 def _support_points(settings, support_id: str, organ_of_point) -> np.ndarray:
     points, support_organs = _support_landmarks(settings, support_id, tuple(dict.fromkeys(organ_of_point)))
     if list(support_organs) != list(organ_of_point):
@@ -81,10 +142,12 @@ def validation_per_query(settings, validation: Protocol, k: int, weights=WEIGHTS
     return pd.DataFrame(rows)
 
 
-def rule_table(per_query: pd.DataFrame, organs) -> pd.DataFrame:
+def rule_table(per_query: pd.DataFrame, organs, reference: str = PAPER_BOX,
+               column: str = "IoU vs paper box (pts)") -> pd.DataFrame:
     """One row per (method, box rule): the rule's weight w (empty for the paper's box), IoU per
     organ, mean IoU (and its SD over supports) and AWD, and the paired IoU difference to the same
-    method's paper box (mean over supports of the per-support difference, with its SD over them)."""
+    method's `reference` box rule (mean over supports of the per-support difference, with its SD
+    over them) in `column`."""
     keys = ["method", "box"]
     frame = per_query[per_query.organ.isin(organs)].assign(time_s=np.nan)   # summarize averages a time too
     table = summarize(frame, keys=keys, organs=organs)
@@ -100,9 +163,9 @@ def rule_table(per_query: pd.DataFrame, organs) -> pd.DataFrame:
         .groupby(level=[0, 1, 2]).mean()           # sorted, for the lookups below
     differences = []
     for method, box in out.index:
-        diff = per_support.loc[(method, box)] - per_support.loc[(method, PAPER_BOX)]
+        diff = per_support.loc[(method, box)] - per_support.loc[(method, reference)]
         differences.append(f"{diff.mean():+.1f} ± {diff.std(ddof=1):.1f}" if len(diff) > 1 else f"{diff.mean():+.1f}")
-    out["IoU vs paper box (pts)"] = differences
+    out[column] = differences
     order = list(dict.fromkeys(zip(frame.method, frame.box)))
     return out.loc[order].round(2).rename_axis(["method", "box rule"]).reset_index()
 
