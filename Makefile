@@ -44,10 +44,14 @@ train: $(VENV)/.installed
 smoke: $(VENV)/.installed
 	$(PY) -m rprloc_core.reproduce --profile smoke
 
+# COMPARE_FINE=path/to/fine.pt also times the default schedule with that fine model (e.g. the
+# previous release's: git show <commit>:weights/openkbp-han-demo/fine.pt > old_fine.pt).
+COMPARE_FINE ?=
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/data_pipeline.py --profile $(PROFILE)
-	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE)
+	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE) $(if $(COMPARE_FINE),--compare-fine $(COMPARE_FINE))
 	$(PY) benchmarks/widget_redraw.py --profile $(PROFILE)
+	$(PY) benchmarks/localize_series.py --profile $(PROFILE)
 
 clean-env:
 	rm -rf $(VENV)

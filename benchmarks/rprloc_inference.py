@@ -337,7 +337,11 @@ def accuracy_table(profile: str) -> dict:
 
 
 def markdown(report: dict) -> str:
-    rows = ["| schedule | 1 thread s/organ | 2 threads s/organ | x previous (1 / 2 thr) | x naive (1 thr) | "
+    machine = (f"Machine: {report.get('cpu_model', 'not recorded')}, {report['cpu_count']} cores, torch "
+               f"{report['torch']}, {report['time']} (timings from different machines do not compare; ratios within "
+               "one run do).")
+    rows = [machine, "",
+            "| schedule | 1 thread s/organ | 2 threads s/organ | x previous (1 / 2 thr) | x naive (1 thr) | "
             "GFLOP/organ | GFLOP/s (1 thr) | peak RSS MB | val. IoU % | val. AWD mm |", "|" + "---|" * 10]
     for label, entry in report["schedules"].items():
         one, two = entry["this"]["1"], entry["this"]["2"]
@@ -406,7 +410,7 @@ def main(argv=None) -> dict:
         return {}
 
     from rprloc_core.paths import results_dir
-    from rprloc_core.reporting import portable_paths
+    from rprloc_core.reporting import cpu_model, portable_paths
 
     inputs = load_inputs(args.profile)
     default = default_schedule(inputs["settings"])
@@ -483,7 +487,7 @@ def main(argv=None) -> dict:
         "default_vs_fastest_template_matching_2_threads":
             template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],
         "default_with_compared_fine": compared,
-        "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(),
+        "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
         "load_average_1_5_15min": list(os.getloadavg()), "python": platform.python_version(),
         "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "note": "each figure: median of the repeats in a fresh child process; ratios from this run only",

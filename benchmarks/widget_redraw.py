@@ -28,7 +28,7 @@ from rprloc_core.data import dataset  # noqa: E402
 from rprloc_core.evaluation.protocol import one_shot_protocol  # noqa: E402
 from rprloc_core.experiments import models  # noqa: E402
 from rprloc_core.paths import results_dir  # noqa: E402
-from rprloc_core.reporting import markdown_table, write_json, write_text  # noqa: E402
+from rprloc_core.reporting import cpu_model, markdown_table, write_json, write_text  # noqa: E402
 from rprloc_core.settings import load_settings  # noqa: E402
 
 TARGET_S = 1.0
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
         for row in replay(settings, support, queries, organs):
             table.append({"organs": len(organs), **row})
     out = {"profile": args.profile, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+           "cpu_model": cpu_model(),
            "machine": platform.platform(), "ensemble": settings.rprloc.inference.ensemble,
            "target_s_one_organ": TARGET_S, "redraws": table}
     folder = results_dir(args.profile) / "benchmarks"

@@ -5,6 +5,8 @@ organs with the released supervised detector (no support).
     rprloc train    --images scans/ --out my_models/ [--validation val_scans/] [--profile demo]
     rprloc localize --models my_models/ --support s.nii.gz --support-labels s_labels/ \\
                     --query q.nii.gz --out result.json [--overlay result.png] [--k 15]
+    rprloc localize --support s.nii.gz --support-labels s_labels/ --query scans/*.nii.gz \\
+                    --out results/ [--overlay overlays/] [--resume]
     rprloc detect   --image q.nii.gz --out result.json [--overlay result.png]
 
 Images: NIfTI, NRRD, MHA files, or a folder holding one DICOM series. Support labels: a folder of
@@ -204,15 +206,51 @@ def check_fits_models(volume, models, path) -> None:
 
 # ------------------------------------------------------------------------------ commands
 
+def query_outputs(queries, out, overlay) -> list[tuple[Path, Path, Path | None]]:
+    """(query, result JSON, overlay PNG or None) per query. One query: `out` and `overlay` are file
+    names. Several: they are folders (made if missing), each query's files named after it
+    (`q7.nii.gz` -> `q7.json`, `q7.png`; a DICOM folder by its name). Checked before any work."""
+    queries = [Path(q) for q in queries]
+    missing = [q for q in queries if not q.exists()]
+    if missing:
+        raise DataError(missing[0], "query image not found" + (f" (and {len(missing) - 1} more)" if len(missing) > 1
+                                                               else ""))
+    if len(queries) == 1:
+        return [(queries[0], check_writable(out, "result JSON"),
+                 check_writable(overlay, "overlay PNG") if overlay else None)]
+    names = [q.name if q.is_dir() else (strip_image_suffix(q.name) or q.stem) for q in queries]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(queries[names.index(repeated[0])],
+                        f"several queries would write the same result {repeated[0]}.json: rename one")
+    folders = {}
+    for role, folder in (("result JSON", out), ("overlay PNG", overlay)):
+        if folder is None:
+            continue
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise DataError(folder, f"with several queries, the {role} path must be a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        folders[role] = folder
+    return [(q, check_writable(folders["result JSON"] / f"{n}.json", "result JSON"),
+             check_writable(folders["overlay PNG"] / f"{n}.png", "overlay PNG") if overlay else None)
+            for q, n in zip(queries, names)]
+
+
 def localize_command(args) -> int:
+    """Localize the support's organs in each query. The models and the support are read once, and
+    the support's embeddings computed once for every query of the series; each query gets the same
+    result as a call with that query alone (the same seed). A query that fails (unreadable, too small)
+    is reported and the others go on; the exit status is then 2. With --resume, a query whose result
+    file holds the same settings is not computed again."""
+    import time
+
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
-    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, extreme_points, size_prior_box_points
-    from rprloc_core.geometry.space import index_to_lps
-    from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
+    from rprloc_core.geometry.landmarks import extreme_points
+    from rprloc_core.rprloc.inference import encode_supports, stack_organ_landmarks
 
-    out = check_writable(args.out, "result JSON")
-    overlay = check_writable(args.overlay, "overlay PNG") if args.overlay else None
+    jobs = query_outputs(args.query, args.out, args.overlay)
     wanted = [canonical_organ(o) for o in args.organs] if args.organs else None
     models_dir = Path(args.models)
     if args.models == DEFAULT_MODELS:
@@ -229,32 +267,77 @@ def localize_command(args) -> int:
     support_image = read_ct(args.support, "support")
     labels, label_files = read_support_labels(args.support_labels, args.organ, wanted)
     labels = {o: checked_mask(support_image, m, label_files[o]) for o, m in labels.items()}
-    query_image = read_ct(args.query, "query")
-
     support = _preprocess(support_image, labels, base_spacing, "support", str(args.support))
     for organ in support.meta["organs_lost_in_resampling"]:
         raise DataError(label_files[organ], f"the {organ} mask is smaller than one voxel of the working grid "
                                             f"({list(base_spacing)} mm) and vanishes when resampled")
-    query = _preprocess(query_image, {}, base_spacing, "query", str(args.query))
     models = [m for m in (coarse, fine) if m is not None]
     check_fits_models(support.volume, models, args.support)
-    check_fits_models(query.volume, models, args.query)
-
     organs = sorted(labels)
     points, organ_of_point, _ = stack_organ_landmarks(
         {o: support.idx_to_mm(extreme_points(support.labels[o], name=o)) for o in organs})
-    schedule = ("coarse", "coarse") if args.coarse_only else args.steps
-    result = localize(query.volume, (support.volume, points), coarse, fine, schedule=schedule, k=args.k,
-                      rng=np.random.default_rng(args.seed), organ_of_point=organ_of_point,
-                      ensemble=args.ensemble, starts=args.starts)
+    settings = {"support": str(args.support), "models": str(args.models),
+                "schedule": ["coarse", "coarse"] if args.coarse_only else list(args.steps), "k": args.k,
+                "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior, "seed": args.seed}
+    todo = [job for job in jobs if not (args.resume and _done_with(job[1], settings))]
+    if len(todo) < len(jobs):
+        print(f"--resume: {len(jobs) - len(todo)} of {len(jobs)} queries already done with these settings")
+    if not todo:
+        return 0
+    start = time.perf_counter()
+    embeddings = encode_supports((support.volume, points), {"coarse": coarse, "fine": fine})
+    embedding_s = time.perf_counter() - start
+    shared = {"support": support, "points": points, "organ_of_point": organ_of_point, "coarse": coarse,
+              "fine": fine, "models": models, "embeddings": embeddings, "settings": settings,
+              "base_spacing": base_spacing, "embedding_s": embedding_s, "queries": len(todo)}
+    failed = []
+    for query_path, out, overlay in todo:
+        try:
+            _localize_one(args, query_path, out, overlay, shared)
+        except RprlocError as error:
+            if len(jobs) == 1:
+                raise
+            failed.append(query_path)
+            print(f"error: {error}", file=sys.stderr)
+    if len(jobs) > 1:
+        print(f"{len(todo) - len(failed)} of {len(todo)} queries localized"
+              + (f"; failed: {', '.join(str(q) for q in failed)}" if failed else ""))
+    return 2 if failed else 0
+
+
+def _done_with(out: Path, settings: dict) -> bool:
+    """Whether a result file exists and was made with these settings (--resume)."""
+    try:
+        report = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return all(report.get(key) == value for key, value in settings.items())
+
+
+def _localize_one(args, query_path: Path, out: Path, overlay: Path | None, shared: dict) -> None:
+    from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, size_prior_box_points
+    from rprloc_core.geometry.space import index_to_lps
+    from rprloc_core.rprloc.inference import localize
+
+    query_image = read_ct(query_path, "query")
+    query = _preprocess(query_image, {}, shared["base_spacing"], "query", str(query_path))
+    check_fits_models(query.volume, shared["models"], query_path)
+    settings, points, organ_of_point = shared["settings"], shared["points"], shared["organ_of_point"]
+    result = localize(query.volume, (shared["support"].volume, points), shared["coarse"], shared["fine"],
+                      schedule=tuple(settings["schedule"]), k=args.k, rng=np.random.default_rng(args.seed),
+                      organ_of_point=organ_of_point, ensemble=args.ensemble, starts=args.starts,
+                      support_embeddings=shared["embeddings"])
     predicted = result.points_by_organ()
     support_points = {o: points[np.asarray(organ_of_point) == o] for o in predicted}
     # The box: around the predicted points, or (size prior > 0) the support's landmarks placed on
     # their mean with an extent blended from the support's box and theirs (notebook 04).
     boxed = {o: size_prior_box_points(p, support_points[o], args.size_prior) for o, p in predicted.items()}
-    report = {"query": str(args.query), "support": str(args.support), "schedule": list(schedule), "k": args.k,
-              "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior,
-              "seed": args.seed, "time_s_per_organ": result.wall_s_per_organ, "coordinates": "LPS mm (x, y, z)",
+    report = {"query": str(query_path), **settings, "time_s_per_organ": result.wall_s_per_organ,
+              "support_embedding_s": shared["embedding_s"],
+              "support_embedding_shared_by": shared["queries"],
+              "timing": "time_s_per_organ: this query's localization, the support's embeddings excluded "
+                        "(computed once, support_embedding_s, for every query of the command)",
+              "coordinates": "LPS mm (x, y, z)",
               "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the query image as read "
                                   "(voxel centres are whole numbers)",
               "box": "size_prior 0: the box of the predicted extreme points (the paper's); w > 0: centred on their "
@@ -268,10 +351,9 @@ def localize_command(args) -> int:
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
-        figure = _overlay(query, boxed, Path(args.query).name)
+        figure = _overlay(query, boxed, Path(query_path).name)
         write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
         print(f"wrote {overlay}")
-    return 0
 
 
 def detect_command(args) -> int:
@@ -412,9 +494,13 @@ def main(argv=None) -> int:
     q.add_argument("--support-labels", required=True)
     q.add_argument("--organ", default=None, help="organ name when --support-labels is one mask file")
     q.add_argument("--organs", nargs="*", default=None, help="only these organs")
-    q.add_argument("--query", required=True)
-    q.add_argument("--out", required=True, help="result JSON")
-    q.add_argument("--overlay", default=None, help="PNG with the predicted boxes")
+    q.add_argument("--query", required=True, nargs="+",
+                   help="one or more query images (several: the support is embedded once for all)")
+    q.add_argument("--out", required=True, help="result JSON (several queries: a folder, one <query>.json each)")
+    q.add_argument("--overlay", default=None,
+                   help="PNG with the predicted boxes (several queries: a folder, one <query>.png each)")
+    q.add_argument("--resume", action="store_true",
+                   help="skip a query whose result file exists with the same settings (an interrupted series)")
     q.add_argument("--k", type=positive_int(MAX_K), default=15,
                    help=f"runs per landmark, 1 to {MAX_K} (default 15)")
     q.add_argument("--seed", type=int, default=0)

@@ -12,6 +12,21 @@ import pandas as pd
 from rprloc_core.paths import PROJECT_ROOT
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), so a benchmark says which machine ran it: the
+    lent machines differ between sessions, and their timings with them."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def portable_paths(text: str) -> str:
     """This machine's absolute paths made relative to the project: its root becomes '.', the folder
     above it '..' (committed results must not carry a path of the machine that made them)."""

@@ -85,6 +85,43 @@ def test_size_prior_draws_the_box(scans, trained, tmp_path, capsys):
     assert "between 0 and 1" in capsys.readouterr().err
 
 
+def test_a_series_of_queries_gives_each_the_result_of_a_single_call(scans, trained, tmp_path, capsys):
+    """Several queries: the support is embedded once, each query's boxes are those of a call with
+    that query alone; a broken query is reported and the others go on (exit 2); --resume skips the
+    queries already done with the same settings and redoes the others."""
+    root = scans[0]
+    common = ["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+              "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "Mandible", "--k", "3"]
+    queries = [root / "query.nrrd", root / "images" / "scan1.nii.gz"]
+    assert cli.main([*common, "--query", *map(str, queries), "--out", str(tmp_path / "series")]) == 0
+    for query, name in zip(queries, ("query", "scan1")):
+        single = tmp_path / f"{name}-single.json"
+        assert cli.main([*common, "--query", str(query), "--out", str(single)]) == 0
+        ours, alone = (json.loads(f.read_text(encoding="utf-8")) for f in (tmp_path / "series" / f"{name}.json", single))
+        assert ours["organs"] == alone["organs"] and ours["support_embedding_shared_by"] == 2
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b garbage")
+    capsys.readouterr()
+    code = cli.main([*common, "--query", str(broken), *map(str, queries), "--out", str(tmp_path / "series"),
+                     "--resume"])
+    printed = capsys.readouterr()
+    assert code == 2 and "broken.nii.gz" in printed.err and "2 of 3 queries already done" in printed.out
+    code = cli.main([*common, "--seed", "1", "--query", *map(str, queries), "--out", str(tmp_path / "series"),
+                     "--resume"])
+    assert code == 0 and json.loads((tmp_path / "series" / "scan1.json").read_text(encoding="utf-8"))["seed"] == 1
+
+
+def test_a_series_refuses_queries_that_would_share_a_result_file(scans, tmp_path, capsys):
+    root = scans[0]
+    (tmp_path / "b").mkdir()
+    other = tmp_path / "b" / "scan1.nii.gz"
+    other.write_bytes((root / "images" / "scan1.nii.gz").read_bytes())
+    code = cli.main(["localize", "--support", str(root / "support.nii.gz"), "--support-labels",
+                     str(root / "support_labels"), "--query", str(root / "images" / "scan1.nii.gz"), str(other),
+                     "--out", str(tmp_path / "out")])
+    assert code == 2 and "same result scan1.json" in capsys.readouterr().err
+
+
 def test_missing_organ_is_a_clear_error(scans, trained, tmp_path, capsys):
     root, _, _ = scans
     code = cli.main(["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
