@@ -276,10 +276,11 @@ def localize_command(args) -> int:
     organs = sorted(labels)
     points, organ_of_point, _ = stack_organ_landmarks(
         {o: support.idx_to_mm(extreme_points(support.labels[o], name=o)) for o in organs})
-    settings = {"support": str(args.support), "models": str(args.models),
+    settings = {"support": str(args.support), "support_labels": str(args.support_labels), "support_organs": organs,
+                "models": str(args.models),
                 "schedule": ["coarse", "coarse"] if args.coarse_only else list(args.steps), "k": args.k,
                 "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior, "seed": args.seed}
-    todo = [job for job in jobs if not (args.resume and _done_with(job[1], settings))]
+    todo = [job for job in jobs if not (args.resume and _done_with(job[1], {"query": str(job[0]), **settings}))]
     if len(todo) < len(jobs):
         print(f"--resume: {len(jobs) - len(todo)} of {len(jobs)} queries already done with these settings")
     if not todo:
