@@ -146,6 +146,11 @@ def provenance_entry(folder: Path) -> dict:
     return {"provenance": json.loads(path.read_text())} if path.is_file() else {}
 
 
+def release_names(settings) -> list[str]:
+    """The models of the profile's RPR-Loc release: every Pnet (main and r-sweep) and the auto-encoder."""
+    return [*train_configs(settings), AUTOENCODER]
+
+
 def publish_release(settings, overwrite: bool = False, names=None) -> dict:
     """Copy the models trained here (every Pnet of the profile and the auto-encoder) into the
     profile's release folder, with a manifest. Replaces an existing release only with `overwrite`.
@@ -153,7 +158,7 @@ def publish_release(settings, overwrite: bool = False, names=None) -> dict:
     kept as it is (file, sha256, history), so one retrained model replaces its predecessor alone."""
     if not settings.weights.release:
         raise ValueError(f"profile {settings.name!r} names no release folder (weights.release)")
-    known = [*train_configs(settings), AUTOENCODER]
+    known = release_names(settings)
     names = list(known if names is None else names)
     unknown = sorted(set(names) - set(known))
     if unknown:

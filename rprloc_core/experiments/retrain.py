@@ -54,7 +54,7 @@ def retrain(settings, parallel: bool = True, progress: bool = True, only=None) -
 
 
 def _check_names(settings, names) -> None:
-    known = [*models.train_configs(settings), models.AUTOENCODER]
+    known = models.release_names(settings)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise RprlocError(f"--only: no model {', '.join(unknown)} in profile {settings.name!r} "
