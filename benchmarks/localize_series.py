@@ -89,6 +89,7 @@ def main(argv=None) -> dict:
     if args.queries < 2:
         parser.error("--queries must be 2 or more")
 
+    from rprloc_core.data.images import strip_image_suffix
     from rprloc_core.paths import results_dir
     from rprloc_core.reporting import cpu_model, write_json, write_text
     from rprloc_core.settings import load_settings
@@ -107,7 +108,7 @@ def main(argv=None) -> dict:
             separate += timed([*cli, *support, "--query", str(query), "--out", str(tmp / f"single{i}.json")],
                               args.repeats)
         series = timed([*cli, *support, "--query", *map(str, queries), "--out", str(tmp / "series")], args.repeats)
-        same = all(json.loads((tmp / "series" / f"{q.name[:-len('.nii.gz')]}.json").read_text())["organs"]
+        same = all(json.loads((tmp / "series" / f"{strip_image_suffix(q.name)}.json").read_text())["organs"]
                    == json.loads((tmp / f"single{i}.json").read_text())["organs"] for i, q in enumerate(queries))
     report = {"benchmark": "localize_series", "profile": args.profile, "queries": n, "organs": len(ORGANS),
               "repeats": args.repeats, "one_query_s": one, "separate_s": separate, "series_s": series,

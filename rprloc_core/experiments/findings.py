@@ -20,6 +20,7 @@ from rprloc_core.experiments.paper import (
     paper_mean,
     paper_table,
 )
+from rprloc_core.experiments.size_prior import per_support_means
 
 # The authors' released coarse HaN model reached about this validation MSE (mm^2).
 AUTHORS_COARSE_VAL_MSE_MM2 = 380.0
@@ -65,9 +66,7 @@ def centre_rule_findings(per_query: pd.DataFrame, reference: str, min_gain_pts: 
     """Whether another centre for the size-prior box beats the profile's (`reference`, a box label of
     `size_prior.centre_rules_per_query`): it must gain >= min_gain_pts IoU points (mean over
     supports of the per-support mean), have no higher AWD, and gain on every support."""
-    # as `size_prior.rule_table` averages: each organ's mean over queries, then over organs, then supports
-    per_organ = per_query.groupby(["box", "support", "organ"], sort=False)[["iou_pct", "awd_mm"]].mean()
-    per_support = per_organ.groupby(level=[0, 1], sort=False).mean()
+    per_support = per_support_means(per_query, ["box"])       # as `size_prior.rule_table` averages
     awd = per_support.awd_mm.groupby(level=0, sort=False).mean()
     per_support = per_support.iou_pct.unstack()
     gains = per_support.sub(per_support.loc[reference], axis=1).drop(index=reference)

@@ -151,6 +151,15 @@ def release_names(settings) -> list[str]:
     return [*train_configs(settings), AUTOENCODER]
 
 
+def check_release_names(settings, names) -> None:
+    """Refuse, before any work, a model name that is not in the profile's RPR-Loc release."""
+    known = release_names(settings)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise DataError(None, f"no model {', '.join(unknown)} in profile {settings.name!r} "
+                              f"(models: {', '.join(known)})")
+
+
 def publish_release(settings, overwrite: bool = False, names=None) -> dict:
     """Copy the models trained here (every Pnet of the profile and the auto-encoder) into the
     profile's release folder, with a manifest. Replaces an existing release only with `overwrite`.
@@ -160,9 +169,7 @@ def publish_release(settings, overwrite: bool = False, names=None) -> dict:
         raise ValueError(f"profile {settings.name!r} names no release folder (weights.release)")
     known = release_names(settings)
     names = list(known if names is None else names)
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise ValueError(f"no model {', '.join(unknown)} in profile {settings.name!r} (models: {', '.join(known)})")
+    check_release_names(settings, names)
     folder = release_dir(settings)
     kept = {}
     if set(names) != set(known):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 
-from rprloc_core.errors import RprlocError
 from rprloc_core.experiments import (
     cc2d_predictions,
     detector_predictions,
@@ -36,7 +35,7 @@ def retrain(settings, parallel: bool = True, progress: bool = True, only=None) -
     """Train (or resume) every model of the profile in the data folder; returns their summaries.
     `only`: just these models of the RPR-Loc release (Pnet names, `models.AUTOENCODER`)."""
     if only is not None:
-        _check_names(settings, only)
+        models.check_release_names(settings, only)
         pnets = [name for name in only if name != models.AUTOENCODER]
         summaries = models.train_all(settings, names=pnets, parallel=parallel, progress=progress) if pnets else []
         if models.AUTOENCODER in only:
@@ -51,14 +50,6 @@ def retrain(settings, parallel: bool = True, progress: bool = True, only=None) -
     summaries += pin_predictions.train(settings, parallel=parallel, progress=progress)
     summaries += [{**s, "name": f"cc2d-{s['name']}"} for s in cc2d_predictions.train(settings, progress=progress)]
     return summaries
-
-
-def _check_names(settings, names) -> None:
-    known = models.release_names(settings)
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise RprlocError(f"--only: no model {', '.join(unknown)} in profile {settings.name!r} "
-                         f"(models: {', '.join(known)})")
 
 
 def main(argv=None) -> int:

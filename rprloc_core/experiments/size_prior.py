@@ -142,6 +142,13 @@ def validation_per_query(settings, validation: Protocol, k: int, weights=WEIGHTS
     return pd.DataFrame(rows)
 
 
+def per_support_means(per_query: pd.DataFrame, keys) -> pd.DataFrame:
+    """IoU and AWD per (keys..., support): each organ's mean over queries, then the mean over
+    organs, as `summarize` averages (its mean and SD over supports come from these)."""
+    per_organ = per_query.groupby([*keys, "support", "organ"], sort=False)[["iou_pct", "awd_mm"]].mean()
+    return per_organ.groupby(level=list(range(len(keys) + 1)), sort=False).mean()
+
+
 def rule_table(per_query: pd.DataFrame, organs, reference: str = PAPER_BOX,
                column: str = "IoU vs paper box (pts)") -> pd.DataFrame:
     """One row per (method, box rule): the rule's weight w (empty for the paper's box), IoU per
@@ -158,9 +165,7 @@ def rule_table(per_query: pd.DataFrame, organs, reference: str = PAPER_BOX,
     out["IoU %"] = means["iou_pct"]
     out["IoU SD over supports"] = means["iou_pct_sd_over_supports"]
     out["AWD mm"] = means["awd_mm"]
-    # per support: the mean over organs of each organ's mean over queries, as `summarize` averages
-    per_support = frame.groupby([*keys, "support", "organ"], sort=False).iou_pct.mean() \
-        .groupby(level=[0, 1, 2]).mean()           # sorted, for the lookups below
+    per_support = per_support_means(frame, keys).iou_pct.sort_index()     # sorted, for the lookups below
     differences = []
     for method, box in out.index:
         diff = per_support.loc[(method, box)] - per_support.loc[(method, reference)]
