@@ -131,3 +131,32 @@ def test_box_centre_rules_by_hand():
     assert np.allclose(weighted, [2.0 + 30.0 * 4 / 12, 0, 0])   # z_min is a bounding point of z: 4 of 12 votes
     with pytest.raises(ValueError, match="six extreme points"):
         recentred(wild, support, organs, 0.5, robust=True, bounding_weight=2.0)
+
+
+def test_centre_votes_by_hand():
+    """Notebook 04's vote subsets: the six extreme points give exactly the profile's size-prior box;
+    another subset moves the same box by the difference of the mean votes; the landmarks of a
+    cuboid organ are its extreme points, its centre and the points half way."""
+    from types import SimpleNamespace
+
+    from rprloc_core.experiments.centre_votes import VOTES, vote_landmarks_mm, voted_boxes
+    from rprloc_core.experiments.size_prior import apply_prior
+
+    mask = np.zeros((9, 9, 9), np.uint8)
+    mask[2:7, 2:7, 2:7] = 1
+    spacing = np.array([3.0, 2.0, 2.0])
+    case = SimpleNamespace(case_id="c", labels={"a": mask}, idx_to_mm=lambda idx: np.asarray(idx) * spacing)
+    support = vote_landmarks_mm(case, ["a"])["a"]
+    assert support.shape == (13, 3)
+    assert np.allclose(support[6], [12.0, 8.0, 8.0])                     # the cuboid's centre
+    assert np.allclose(support[7:], (support[:6] + support[6]) / 2)
+    predicted = support + [2.0, 0.0, 0.0]
+    predicted[6] += [0.0, 4.0, 0.0]                                      # the centroid votes 4 mm more along y
+    organs = ["a"] * 13
+    profile = voted_boxes(predicted, support, organs, 0.5, VOTES["six extreme points (profile)"])
+    assert np.allclose(profile, apply_prior(predicted[:6], support[:6], organs[:6], 0.5))
+    assert np.allclose(voted_boxes(predicted, support, organs, 0.5, VOTES["organ centroid"]) - profile, [0, 4.0, 0])
+    assert np.allclose(voted_boxes(predicted, support, organs, 0.5, VOTES["all 13 points"]) - profile,
+                       [0, 4.0 / 13, 0])
+    with pytest.raises(ValueError, match="votes need 13"):
+        voted_boxes(predicted[:6], support[:6], organs[:6], 0.5, VOTES["all 13 points"])

@@ -24,6 +24,7 @@ EXPECTED = {
                                  "tables/schedule_validation.csv", "figures/schedule_validation.png"],
     "04_diagonal_vs_extreme": ["tables/table1_diagonal_vs_extreme.csv", "figures/mandible_diagonal_vs_extreme.png",
                                "tables/size_prior_validation.csv", "tables/size_prior_test.csv",
+                               "tables/size_prior_centre_votes.csv",
                                "figures/size_prior_validation.png"],
     "05_template_matching_baselines": ["tables/table3_methods.csv", "figures/figure4_brainstem_boxes.png",
                                        "figures/autoencoder_training.png", "tables/table3_timing.csv",
