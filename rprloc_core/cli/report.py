@@ -1,0 +1,38 @@
+"""What the commands write besides points: a box in physical and image coordinates, and an overlay
+figure of the boxes on the query."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> dict:
+    """The box around points (voxel indices of `grid`, the preprocessed case as an image) in
+    physical LPS mm and in continuous voxel indices of the image as read."""
+    from rprloc_core.geometry.space import index_to_lps, lps_to_index
+
+    points_lps = index_to_lps(grid, points_idx)
+    points_original = lps_to_index(image, points_lps)
+    return {"box_lps_mm": {"min": points_lps.min(axis=0).tolist(), "max": points_lps.max(axis=0).tolist()},
+            "box_index_zyx": {"min": points_original.min(axis=0).tolist(),
+                              "max": points_original.max(axis=0).tolist()}}
+
+
+def overlay_figure(query, points_by_organ: dict, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rprloc_core.geometry.boxes import box_from_points
+    from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
+
+    boxes = {o: (box_from_points(query.mm_to_idx(p)), ORGAN_COLOURS.get(o, "yellow"), "--")
+             for o, p in points_by_organ.items()}
+    centre = np.mean([np.mean(b[0], axis=0) for b in boxes.values()], axis=0)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
+    boxes_in_views(axes, query, boxes, centre, title=title)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
