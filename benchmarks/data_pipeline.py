@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from rprloc_core.paths import results_dir
-from rprloc_core.reporting import write_json
+from rprloc_core.reporting import cpu_model, write_json
 from rprloc_core.settings import load_settings
 
 
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         "convert_s": round(report["convert_s"], 1), "preprocess_s": round(report["preprocess_s"], 1),
         "total_s": round(wall, 1), "seconds_per_case": round(wall / max(report["n_cases"], 1), 3),
         "preprocess_workers": settings.preprocess.workers, "cpus": os.cpu_count(),
-        "machine": platform.platform(), "target_total_s": 300,
+        "machine": platform.platform(), "cpu_model": cpu_model(), "target_total_s": 300,
     }
     print(f"{figures['n_cases']} cases: convert {figures['convert_s']} s + preprocess {figures['preprocess_s']} s "
           f"= {figures['total_s']} s ({figures['seconds_per_case']} s/case; target 300 s)")

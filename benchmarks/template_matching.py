@@ -35,7 +35,7 @@ from rprloc_core.baselines import template_matching as tm  # noqa: E402
 from rprloc_core.baselines import windows  # noqa: E402
 from rprloc_core.geometry.landmarks import extreme_points  # noqa: E402
 from rprloc_core.geometry.volume import Volume  # noqa: E402
-from rprloc_core.reporting import portable_paths  # noqa: E402
+from rprloc_core.reporting import cpu_model, portable_paths  # noqa: E402
 
 
 def synthetic_volume(shape, spacing, rng: np.random.Generator) -> Volume:
@@ -179,6 +179,7 @@ def main(argv=None):
         "data": data, "query_shape": list(query.shape), "crop_shape": list(crop.shape), "patch": list(size),
         "templates_per_organ": int(len(points)), "stride": 2, "device": str(device),
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "encoder": args.encoder or "untrained (timing only)",
         "seconds_per_organ": {
             "fast_full": full_fast, "fast_crop": crop_fast, "naive_crop": crop_naive,
