@@ -87,13 +87,19 @@ def test_size_prior_draws_the_box(scans, trained, tmp_path, capsys):
 
 def test_a_series_of_queries_gives_each_the_result_of_a_single_call(scans, trained, tmp_path, capsys):
     """Several queries: the support is embedded once, each query's boxes are those of a call with
-    that query alone; a broken query is reported and the others go on (exit 2); --resume skips the
+    that query alone, each overlay is written and its figure closed; a broken query is reported and the others go on (exit 2); --resume skips the
     queries already done with the same settings and redoes the others."""
     root = scans[0]
     common = ["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
               "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "Mandible", "--k", "3"]
     queries = [root / "query.nrrd", root / "images" / "scan1.nii.gz"]
-    assert cli.main([*common, "--query", *map(str, queries), "--out", str(tmp_path / "series")]) == 0
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    assert cli.main([*common, "--query", *map(str, queries), "--out", str(tmp_path / "series"),
+                     "--overlay", str(tmp_path / "overlays")]) == 0
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["query.png", "scan1.png"]
+    assert plt.get_fignums() == []              # each overlay's figure closed: a long series piles none up
     for query, name in zip(queries, ("query", "scan1")):
         single = tmp_path / f"{name}-single.json"
         assert cli.main([*common, "--query", str(query), "--out", str(single)]) == 0

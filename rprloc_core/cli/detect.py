@@ -11,7 +11,7 @@ import numpy as np
 
 from rprloc_core.cli.checks import check_writable, write_atomically
 from rprloc_core.cli.inputs import preprocess, read_ct
-from rprloc_core.cli.report import box_report, overlay_figure
+from rprloc_core.cli.report import box_report, write_overlay
 
 DEFAULT_DETECTOR = "weights/openkbp-han-detector"      # relative to the project root
 
@@ -52,7 +52,6 @@ def detect_command(args) -> int:
     print(f"wrote {out}: {', '.join(boxes)} ({report['time_s_per_organ']:.2f} s per organ)"
           + (f"; not found with confidence: {', '.join(weak)}" if weak else ""))
     if overlay is not None:
-        figure = overlay_figure(case, points, f"{Path(args.image).name}: supervised detector")
-        write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
+        write_overlay(overlay, case, points, f"{Path(args.image).name}: supervised detector")
         print(f"wrote {overlay}")
     return 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from rprloc_core.cli.checks import check_writable, write_atomically
 from rprloc_core.cli.inputs import check_fits_models, load_model, preprocess, read_ct, read_support_labels
-from rprloc_core.cli.report import box_report, overlay_figure
+from rprloc_core.cli.report import box_report, write_overlay
 from rprloc_core.data.images import strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError
 
@@ -181,6 +181,5 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
     write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
-        figure = overlay_figure(query, boxed, Path(query_path).name)
-        write_atomically(overlay, lambda tmp: figure.savefig(tmp, dpi=110))
+        write_overlay(overlay, query, boxed, Path(query_path).name)
         print(f"wrote {overlay}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
+from rprloc_core.cli.checks import write_atomically
+
 
 def box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> dict:
     """The box around points (voxel indices of `grid`, the preprocessed case as an image) in
@@ -19,7 +21,9 @@ def box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> dict:
                               "max": points_original.max(axis=0).tolist()}}
 
 
-def overlay_figure(query, points_by_organ: dict, title):
+def write_overlay(path, query, points_by_organ: dict, title: str) -> None:
+    """A PNG of the boxes around each organ's points (mm in `query`'s frame) in three views through
+    their centre, written atomically; the figure is closed, so a long series does not pile them up."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +36,10 @@ def overlay_figure(query, points_by_organ: dict, title):
              for o, p in points_by_organ.items()}
     centre = np.mean([np.mean(b[0], axis=0) for b in boxes.values()], axis=0)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.4))
-    boxes_in_views(axes, query, boxes, centre, title=title)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    try:
+        boxes_in_views(axes, query, boxes, centre, title=title)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
