@@ -3,15 +3,14 @@ support needed)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from rprloc_core.cli.checks import check_writable, write_atomically
-from rprloc_core.cli.inputs import preprocess, read_ct
-from rprloc_core.cli.report import box_report, write_overlay
+from rprloc_core.cli.checks import check_writable
+from rprloc_core.cli.inputs import preprocess, read_ct, release_folder
+from rprloc_core.cli.report import box_report, write_overlay, write_result
 
 DEFAULT_DETECTOR = "weights/openkbp-han-detector"      # relative to the project root
 
@@ -21,11 +20,10 @@ def detect_command(args) -> int:
     from rprloc_core.detector.boxes import boxes_from_maps, face_centres, forward
     from rprloc_core.detector.training import load_detector
     from rprloc_core.experiments.weights import read_manifest, released_file
-    from rprloc_core.paths import PROJECT_ROOT
 
     out = check_writable(args.out, "result JSON")
     overlay = check_writable(args.overlay, "overlay PNG") if args.overlay else None
-    folder = PROJECT_ROOT / DEFAULT_DETECTOR if args.weights == DEFAULT_DETECTOR else Path(args.weights)
+    folder = release_folder(args.weights, DEFAULT_DETECTOR)
     net, config = load_detector(released_file(folder, "detector"))      # sha256 checked first
     spacing = read_manifest(folder)["preprocess_spacing_zyx_mm"]
     image = read_ct(args.image, "CT")
@@ -47,7 +45,7 @@ def detect_command(args) -> int:
         report["organs"][organ] = {**box_report(grid, image, np.stack([box.lo, box.hi])),
                                    "peak_probability": float(probs[i].max())}
         points[organ] = case.idx_to_mm(face_centres(box))
-    write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+    write_result(out, report)
     weak = [o for o, r in report["organs"].items() if r["peak_probability"] < 0.5]
     print(f"wrote {out}: {', '.join(boxes)} ({report['time_s_per_organ']:.2f} s per organ)"
           + (f"; not found with confidence: {', '.join(weak)}" if weak else ""))

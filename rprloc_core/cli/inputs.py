@@ -100,3 +100,13 @@ def check_fits_models(volume, models, path) -> None:
             require_volume_fits_patch(grid.shape, model.patch_size, f"the image on a {model.spacing_mm} mm grid")
         except ValueError as error:
             raise DataError(path, str(error)) from None
+
+
+def release_folder(argument: str, default: str) -> Path:
+    """The models folder an option names. Its default (a folder of the project, such as
+    weights/openkbp-han-demo) is found from the project root, wherever the command runs."""
+    if argument == default:
+        from rprloc_core.paths import PROJECT_ROOT
+
+        return PROJECT_ROOT / default
+    return Path(argument)

@@ -11,9 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from rprloc_core.cli.checks import check_writable, write_atomically
-from rprloc_core.cli.inputs import check_fits_models, load_model, preprocess, read_ct, read_support_labels
-from rprloc_core.cli.report import box_report, write_overlay
+from rprloc_core.cli.checks import check_writable
+from rprloc_core.cli.inputs import (
+    check_fits_models,
+    load_model,
+    preprocess,
+    read_ct,
+    read_support_labels,
+    release_folder,
+)
+from rprloc_core.cli.report import box_report, write_overlay, write_result
 from rprloc_core.data.images import strip_image_suffix
 from rprloc_core.errors import DataError, RprlocError
 
@@ -81,11 +88,7 @@ def localize_command(args) -> int:
 
     jobs = query_outputs(args.query, args.out, args.overlay)
     wanted = [canonical_organ(o) for o in args.organs] if args.organs else None
-    models_dir = Path(args.models)
-    if args.models == DEFAULT_MODELS:
-        from rprloc_core.paths import PROJECT_ROOT
-
-        models_dir = PROJECT_ROOT / DEFAULT_MODELS
+    models_dir = release_folder(args.models, DEFAULT_MODELS)
     coarse = load_model(models_dir, "coarse")
     fine = None if args.coarse_only else load_model(models_dir, "fine", required=False)
     if fine is None and not args.coarse_only:
@@ -178,7 +181,7 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
         box = box_report(grid, query_image, query.mm_to_idx(boxed[organ]))
         pts_lps = index_to_lps(grid, query.mm_to_idx(pts_mm))
         report["organs"][organ] = {**box, "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist()))}
-    write_atomically(out, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
+    write_result(out, report)
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
         write_overlay(overlay, query, boxed, Path(query_path).name)

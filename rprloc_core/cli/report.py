@@ -1,12 +1,20 @@
-"""What the commands write besides points: a box in physical and image coordinates, and an overlay
-figure of the boxes on the query."""
+"""What the commands write: the result JSON, a box in physical and image coordinates, and an
+overlay figure of the boxes on the query."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import SimpleITK as sitk
 
 from rprloc_core.cli.checks import write_atomically
+
+
+def write_result(path, report: dict) -> None:
+    """A command's result JSON, written atomically. Paths stay as the user gave them (not made
+    relative to the project, as the project's own results are): --resume compares them."""
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(report, indent=1), encoding="utf-8"))
 
 
 def box_report(grid: sitk.Image, image: sitk.Image, points_idx) -> dict:
