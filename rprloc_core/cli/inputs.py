@@ -62,7 +62,7 @@ def load_model(models_dir, role: str, required: bool = True):
     be a model of that role (its checkpoint records the mode it was trained in). None if absent and
     not `required`."""
     from rprloc_core.experiments import weights
-    from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
+    from rprloc_core.rprloc.pnet import pnet_from_payload, read_checkpoint
 
     if weights.is_release(models_dir):
         if role not in weights.read_manifest(models_dir)["models"] and not required:
@@ -74,11 +74,12 @@ def load_model(models_dir, role: str, required: bool = True):
         if not required:
             return None
         raise DataError(path, f"the {role} model is missing")
-    mode = (read_checkpoint(path).get("extra") or {}).get("train_config", {}).get("mode")
+    payload = read_checkpoint(path)
+    mode = (payload.get("extra") or {}).get("train_config", {}).get("mode")
     if mode is not None and mode != role:
         raise DataError(path, f"this checkpoint is a {mode} model but sits where the {role} model belongs "
                               "(coarse and fine swapped?)")
-    return load_pnet(path)
+    return pnet_from_payload(payload, path)
 
 
 def preprocess(image, labels, spacing_zyx, case_id, where):

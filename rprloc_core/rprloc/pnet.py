@@ -257,7 +257,12 @@ def load_pnet(path, device=None, expected: dict | None = None) -> PNet:
 
     `expected`: config entries the caller relies on (e.g. {"patch_size": [16, 32, 32]}); a
     checkpoint of another architecture raises CheckpointError instead of failing later."""
-    payload = read_checkpoint(path)
+    return pnet_from_payload(read_checkpoint(path), path, device, expected)
+
+
+def pnet_from_payload(payload: dict, path, device=None, expected: dict | None = None) -> PNet:
+    """`load_pnet` on a payload already read by `read_checkpoint` from `path` (named in errors):
+    a caller that inspects the checkpoint first does not read and unpickle the file twice."""
     config = payload["config"]
     for key, want in (expected or {}).items():
         have = config.get(key)
