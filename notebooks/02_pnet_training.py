@@ -250,3 +250,69 @@ plt.show()
 # support, query and organ: +0.70 ± 0.40, 95 % interval), consistent but under the rule; with the
 # size prior +0.4. The two z-range runs were paused by the machine's time before their 5,000
 # steps, which may cost them some of the gap; the 72 mm patch ran its whole schedule.
+#
+# **Size augmentation, a cheaper Mc, and how much a retrain moves the boxes** (both issues; a sixth
+# GPU session, 15 minutes of one H200, 2026-11-27). Across patients the points are over 20 mm off
+# while self-localisation leaves 4-10 mm, so one hypothesis was that the embeddings do not carry
+# over between patients of different size: each training volume was given two rescaled copies
+# (the patient 0.87-1.15 times as large, 0.95-1.05 more per axis, the spacing kept, so offsets in mm
+# grow with the size; a second run with 0.8-1.25 and 0.9-1.1). For the speed issue, an
+# Mc of width 8 (a quarter of Mc's FLOPs). To tell an effect from the spread between training runs,
+# each candidate of seed 1 had a control with the release's settings and seed 1. Coarse runs had
+# all 170 training patients and 5,000 steps; the two fine runs (the size augmentation for Mf and
+# its control, the first 55 training patients) were paused by the budget at about 3,900 of 5,000
+# steps. Scored on the validation protocol with 9 training supports (as above) and then on 6
+# training supports never used for a choice before (pt_37, pt_68, pt_90, pt_124, pt_177, pt_189),
+# default schedule, K = 15, the same seeded starts for every candidate, each Mc candidate with the Mf
+# released then (5,000 steps), each Mf candidate with the released Mc; mean IoU over (query,
+# organ), mean over supports, as in the tables above. The rules, written before scoring: a size
+# augmentation is adopted at >= +1 point over the release with no larger AWD and up on >= 7 of 9
+# supports, and >= +0.5 over its own control; the width-8 Mc at >= -0.5 points and < +0.2 mm AWD on
+# the 9, then >= -0.5 on the 6.
+#
+# | candidate | steps (best) | validation MSE | 9 supports: IoU % (AWD mm) | vs release, 9 | vs release, 6 fresh | with the size prior 0.5: vs release, 9 / 6 |
+# |---|---|---|---|---|---|---|
+# | release Mc | 4,625 | 473 mm^2 (seed-0 pairs) | 37.7 (8.96) | | (34.8 %, 9.57 mm) | (40.7 / 38.3 %) |
+# | Mc, release settings, seed 1 (control) | 5,000 (4,750) | 475 mm^2 (seed-1 pairs) | 37.8 (9.00) | +0.1 ± 0.8 (6 of 9 up) | -0.1 ± 0.6 | +0.2 / -0.2 |
+# | Mc, size x 0.87-1.15 | 5,000 (5,000) | 406 mm^2 (seed-1 pairs) | 37.9 (8.87) | +0.2 ± 1.3 (5 of 9); control +0.1 | -0.0 ± 1.4 | +0.3 / -0.1 |
+# | Mc, size x 0.8-1.25 | 5,000 (4,125) | 502 mm^2 (seed-1 pairs) | 37.8 (9.07) | +0.1 ± 1.4 (4 of 9); control -0.0 | +0.5 ± 0.4 | -0.0 / +0.0 |
+# | **Mc, width 8** | 5,000 (4,375) | 790 mm^2 (seed-0 pairs) | 37.4 (9.03) | **-0.3 ± 1.0** (3 of 9) | **+0.0 ± 1.2** | **-1.0 / -0.7** |
+# | Mf, release settings, seed 1 (control) | 3,919 of 5,000 | 96 mm^2 (seed-1 pairs) | 35.2 (9.51) | -2.5 ± 1.7 (0 of 9) | -1.2 ± 2.4 | -2.5 / -1.2 |
+# | Mf, size x 0.87-1.15 | 3,947 of 5,000 | 103 mm^2 (seed-1 pairs) | 35.0 (9.45) | -2.7 ± 2.2; control -0.2 | -1.1 ± 1.5 | -2.0 / -1.3 |
+#
+# The size augmentation does nothing to the boxes (within ±0.5 of its control on both support sets,
+# although the milder one lowers the validation MSE on the same pairs, 406 vs 475 mm^2): the error
+# across patients is not a matter of patient size. A retrain of Mc with the release's settings and
+# another seed lands within 0.1 point of the release: the coarse model is reproducible, and today's
+# release is not a lucky run. Not so the fine model: the same settings with another seed, paused at
+# 3,900 steps, lose 1.2-2.5 points; with the resumed run above (+0.7 at 10,000 steps) this says the
+# fine stage is still short of steps (or more seed-dependent than Mc), which is where a next GPU
+# budget should go. The width-8 Mc passes its rule on the paper's box (-0.3 and +0.0 points), but
+# with the size prior, the box the CLI and the widget draw, it loses 1.0 and 0.7 points and 0.24 mm
+# AWD, and it saves only a quarter of the default schedule's time (1.28x on 1 and 2 threads with
+# the support embedded, 1.26-1.36x with it reused; interleaved rounds on this machine): not
+# released. A rule on the paper's box alone was the wrong rule for a speed change; later rules state
+# both boxes. The candidates' checkpoints stayed outside the repository.
+#
+# **The two small gains together, on the fresh supports** (the same session, on the CPU). The
+# resumed Mf above (+0.7) and notebook 03's support embedding averaged over its neighbourhood (+0.8
+# to +0.95) were each consistent and under their rules, and both were found on the 9 supports.
+# Together, by a rule written before scoring, on the 6 fresh supports: the combination replaces the
+# release at >= +1 point (paper's box) with no larger AWD, up on >= 5 of 6, and no loss with the
+# size prior; each part alone reported, not decided on. Same protocol and seeded starts as above.
+#
+# | 6 fresh supports | IoU % (AWD mm) | vs release, mean ± SD over supports | with the size prior 0.5 |
+# |---|---|---|---|
+# | release | 34.8 (9.57) | | 38.3 (8.64) |
+# | support embedding averaged (27 positions, ±2 Mc / ±1 Mf voxels) | 35.7 (9.30) | +0.9 ± 1.0 (5 of 6 up) | 38.8 (+0.5 ± 0.6) |
+# | **Mf resumed to 10,000 steps** | **36.4 (9.12)** | **+1.7 ± 1.0 (5 of 6)** | **39.5 (+1.2 ± 1.1)** |
+# | both | 36.5 (9.02) | +1.7 ± 1.5 (5 of 6) | 39.3 (+1.0 ± 1.4) |
+#
+# The combination passes, but its gain is the resumed Mf's: the averaging adds +0.05 on top of it
+# (-0.2 with the size prior) and costs 27 support patches per landmark, which the speed issue
+# cannot spend. So the release takes the resumed Mf alone. That choice was made after these scores
+# were seen; it keeps the part of the passing candidate that carried its gain and adds nothing new.
+# Over all 15 supports the resumed Mf gains about +1.1 points (12 of 15 up). It is the released Mf
+# since 2026-11-27 (`rprloc.fine.steps = 10000`; a retrain here is `make train`, resumable as
+# before), and its r-sweep models were warm-started from it again. Notebook 03 reports the test
+# queries.
