@@ -26,12 +26,12 @@ SETTINGS = load_settings("demo")
 RELEASE = models.release_dir(SETTINGS)
 # Mean IoU (%) of Mc + Mf, K = 15, support = the first validation patient with all four organs,
 # queries = the next three validation patients (the first four of the split), all four organs.
-# The released models (GPU-trained; Mc width 16, Mf width 8 with the wide range, r = 60 mm) reach
-# 38.9 % here; the release before (Mf r = 40 mm, pairs up to 30 mm) 32.5 %, the width-16 Mf before
-# it 33.3 %, the first demo release (CPU, width 8 both) 30.1 %, untrained models 2-4 %: the floor
-# fails all of them.
+# The released models (GPU-trained; Mc width 16, Mf width 8 with the wide range, r = 60 mm, 10,000
+# steps) reach 43.7 % here; the same Mf at 5,000 steps 38.9 %, the release before it (Mf r = 40 mm,
+# pairs up to 30 mm) 32.5 %, the width-16 Mf before that 33.3 %, the first demo release (CPU, width 8
+# both) 30.1 %, untrained models 2-4 %: the floor fails all of them.
 # Raise it with the weights (the paper-level target is 55 % on the test queries).
-IOU_FLOOR_PCT = 36.0
+IOU_FLOOR_PCT = 40.0
 
 
 def assert_release_files(folder, max_bytes: int) -> dict:
@@ -143,8 +143,8 @@ def self_localisation_errors(coarse, fine, validation_cases) -> np.ndarray:
 
 
 # Self-localisation bound (mm, per axis z, y, x) for the released models on the first four
-# validation patients; they measure (10.2, 5.9, 4.4) (the Mf with r = 40 mm before them: 12.3, 6.2,
-# 4.6; the width-16 Mf: 11.2, 5.7, 4.0); the first demo release measured (20.4, 11.9, 6.5) and
+# validation patients; they measure (9.4, 5.2, 4.2) (the same Mf at 5,000 steps: 10.2, 5.9, 4.4; the
+# Mf with r = 40 mm before it: 12.3, 6.2, 4.6; the width-16 Mf: 11.2, 5.7, 4.0); the first demo release measured (20.4, 11.9, 6.5) and
 # fails it on every axis, as do untrained models (checked below). The z bound (11.5 mm; 15 until
 # 2026-11-27) also fails the r = 40 mm Mf, so a release that gives back the wide Mf's z gain fails.
 SELF_LOCALISATION_BOUND_MM = np.array([11.5, 7.0, 5.5])
