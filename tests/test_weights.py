@@ -144,9 +144,10 @@ def self_localisation_errors(coarse, fine, validation_cases) -> np.ndarray:
 
 # Self-localisation bound (mm, per axis z, y, x) for the released models on the first four
 # validation patients; they measure (9.4, 5.2, 4.2) (the same Mf at 5,000 steps: 10.2, 5.9, 4.4; the
-# Mf with r = 40 mm before it: 12.3, 6.2, 4.6; the width-16 Mf: 11.2, 5.7, 4.0); the first demo release measured (20.4, 11.9, 6.5) and
-# fails it on every axis, as do untrained models (checked below). The z bound (11.5 mm; 15 until
-# 2026-11-27) also fails the r = 40 mm Mf, so a release that gives back the wide Mf's z gain fails.
+# Mf with r = 40 mm before it: 12.3, 6.2, 4.6; the width-16 Mf: 11.2, 5.7, 4.0); the first demo
+# release measured (20.4, 11.9, 6.5) and fails it on every axis, as do untrained models (checked
+# below). The z bound (11.5 mm; 15 until 2026-11-27) also fails the r = 40 mm Mf, so a release that
+# gives back the wide Mf's z gain fails.
 SELF_LOCALISATION_BOUND_MM = np.array([11.5, 7.0, 5.5])
 
 
