@@ -152,6 +152,17 @@ def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
     assert all(again[n]["sha256"] == manifest["models"][n]["sha256"] for n in again)
     with pytest.raises(ValueError, match="no model"):
         models.publish_release(trained, overwrite=True, names=["finer"])
+    # Paused and resumed: the trainer's count of calls, or a run trained elsewhere saying so.
+    from rprloc_core.rprloc.training import training_calls
+    assert all(manifest["models"][n]["summary"]["resumed"] == (training_calls(models.models_dir(trained) / n) > 1)
+               for n in models.train_configs(trained))
+    provenance = models.models_dir(trained) / "fine" / models.PROVENANCE
+    try:
+        provenance.write_text(json.dumps({"machine": "a lent GPU", "resumed": True}))
+        elsewhere = models.publish_release(trained, overwrite=True, names=["fine"])["models"]["fine"]
+    finally:
+        provenance.unlink()
+    assert elsewhere["summary"]["resumed"] is True and elsewhere["provenance"]["machine"] == "a lent GPU"
 
 
 @pytest.mark.notebooks

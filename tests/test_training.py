@@ -8,7 +8,7 @@ import torch
 
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
-from rprloc_core.rprloc.training import TrainConfig, load_history, plot_history, train_pnet
+from rprloc_core.rprloc.training import TrainConfig, load_history, plot_history, train_pnet, training_calls
 
 torch.set_num_threads(1)
 
@@ -75,6 +75,9 @@ def test_resume_gives_the_same_weights_as_one_run(volumes, tmp_path):
     assert load_history(tmp_path / "two")["step"].tolist() == [0, 3, 5, 6, 8]
     again = train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
     assert again["stopped"] == "already_done" and again["steps"] == 8
+    # the release says whether a run was paused: two calls trained it, the one that had nothing to do is not counted
+    assert training_calls(tmp_path / "one") == 1 and training_calls(tmp_path / "two") == 2
+    assert training_calls(tmp_path / "none") == 0
     assert load_pnet(tmp_path / "two" / "last.pt").config["spacing_mm"] == [3.0, 4.0, 4.0]
 
 

@@ -26,11 +26,12 @@ from rprloc_core.experiments import weights
 from rprloc_core.rprloc.config import TrainConfig
 from rprloc_core.rprloc.inference import ENGINE_VERSION
 from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
-from rprloc_core.rprloc.training import load_history, train_pnet
+from rprloc_core.rprloc.training import load_history, train_pnet, training_calls
 
 MAIN_MODELS = ("coarse", "fine")
 # Optional, next to a model trained elsewhere (e.g. on a lent GPU): where and with what it was
-# trained, and how its run ended; copied into the release manifest.
+# trained, and how its run ended; copied into the release manifest. Its "resumed": true marks a run
+# paused and resumed by a trainer too old to count its calls.
 PROVENANCE = "provenance.json"
 AUTOENCODER = "autoencoder"
 
@@ -201,12 +202,16 @@ def _pnet_entry(settings, name: str, config) -> dict:
     provenance and full validation history."""
     path = trained_file(settings, name)
     payload = read_checkpoint(path)
-    rows = load_history(models_dir(settings) / name)
+    folder = models_dir(settings) / name
+    rows = load_history(folder)
     best = rows.loc[rows.val_loss_mm2.idxmin()]
+    provenance = provenance_entry(folder)
+    # Paused and resumed: counted by the trainer, or said by a run trained elsewhere before it counted.
+    resumed = training_calls(folder) > 1 or bool(provenance.get("provenance", {}).get("resumed", False))
     summary = {"steps": int(rows.step.max()), "target_steps": int(config.steps),
                "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
                "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
-               "stopped": "released", "resumed": False}
+               "stopped": "released", "resumed": resumed}
     init_from = Path(config.init_from).parent.name if config.init_from else None
     if init_from:   # the checkpoint records where its start came from: a name, not this machine's path
         extra = dict(payload.get("extra") or {})
@@ -216,7 +221,7 @@ def _pnet_entry(settings, name: str, config) -> dict:
     return {"source": path, "kind": "pnet", "architecture": payload["config"],
             "training": {k: v for k, v in config.to_dict().items() if k != "init_from"} | {"init_from": init_from},
             "summary": summary,
-            **provenance_entry(models_dir(settings) / name),
+            **provenance,
             "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}
 
 

@@ -170,8 +170,10 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
         model.load_state_dict(read_checkpoint(config.init_from)["state_dict"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
+    # "calls": how many calls trained this run; above one, the run was paused and resumed, which a
+    # release records (the history alone cannot tell a paused run from one trained in one go).
     state = {"step": 0, "best_val": float("inf"), "best_step": -1, "train_time_s": 0.0, "pairs": 0,
-             "history": [], "train_losses": []}
+             "history": [], "train_losses": [], "calls": 0}
 
     resumed = last_path.exists()
     if resumed:
@@ -183,7 +185,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         rng.bit_generator.state = saved["rng_state"]
-        state.update(saved["progress"])
+        state.update({"calls": 1, **saved["progress"]})   # a state saved before calls were counted: one at least
         if state["step"] >= config.steps:
             return _summary(state, config, out_dir, time.perf_counter() - t_call, "already_done", True)
 
@@ -213,6 +215,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
     if not resumed:
         evaluate_and_save(float("nan"))   # the untrained model's loss: the baseline of every curve
 
+    state["calls"] += 1
     model.train()
     bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc=f"Pnet {config.mode}")
     stopped = "steps"
@@ -254,6 +257,14 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
 def history_frame(history) -> pd.DataFrame:
     columns = ["step", "lr", "train_loss_mm2", "val_loss_mm2", "train_time_s", "pairs_per_s"]
     return pd.DataFrame(list(history), columns=columns)
+
+
+def training_calls(out_dir) -> int:
+    """How many calls of `train_pnet` trained the run in `out_dir` (0 where it has no saved state)."""
+    last_path = Path(out_dir) / "last.pt"
+    if not last_path.is_file():
+        return 0
+    return int(torch.load(last_path, map_location="cpu", weights_only=True)["progress"].get("calls", 1))
 
 
 def load_history(out_dir) -> pd.DataFrame:
