@@ -152,7 +152,7 @@ training = tables.pnet_training_table(settings, models.training_summaries(settin
 display(Markdown(findings.training_evidence(settings, table2.per_query, training)))
 
 # %% [markdown]
-# ### Two fixes at inference time, measured and not adopted (2026-11-27)
+# ### Fixes at inference time, measured and not adopted (2026-11-27)
 # Both were scored with the released models and the default schedule on validation patients only:
 # 9 training patients as supports x the 33 validation queries, every candidate from the same seeded
 # starts; the candidate was picked on 6 supports and confirmed on the other 3 (this notebook's
@@ -175,6 +175,24 @@ display(Markdown(findings.training_evidence(settings, table2.per_query, training
 #   embedded with each query): not adopted. The averaging buys a fraction of what a second
 #   patient's support buys, so most of the few-shot gain comes from anatomy that one patient cannot
 #   stand for, not from noise in its patches.
+#
+# Two more, later the same day, on the same 9 supports x 33 validation queries (default schedule, the
+# same seeded starts), each with its rule written before scoring: to go on to a confirmation on 15
+# fresh training supports, a candidate had to gain on the paper's box and on the size-prior box
+# (w 0.5), with no larger AWD and up on at least 8 of the 9. Neither went on.
+#
+# - **Left-right mirrored test-time augmentation.** The query and the support (volume and
+#   landmarks) mirrored along x, localised again, the points mirrored back and averaged with the
+#   plain run's. Paper's box +1.1 ± 0.7 points (9 of 9 supports up, AWD -0.34 mm), size-prior box
+#   +0.8 ± 0.5 (8 of 9, AWD -0.22 mm), against a rule of +1.0 on both; the mirrored run alone +0.1 /
+#   +0.4. It doubles every patch. Not adopted: a small gain, bought at twice the cost.
+# - **Pseudo-supports (still one labelled support).** The support's landmarks were first localised
+#   in 2, 4 or 8 unlabelled training patients, and the query was localised with the embeddings of
+#   the support and these pseudo-supports averaged, as the few-shot table below fuses labelled
+#   supports (rule: +2 points on the paper's box, +1.5 with the size prior). n = 2: -1.3 ± 1.4
+#   points; n = 4: +0.1 ± 0.8; n = 8: -0.1 ± 1.8 (size prior -1.4, -0.6, -0.1). Landmarks that
+#   RPR-Loc itself placed carry its error into every pseudo-support, so averaging them buys nothing.
+#   The few-shot gain needs supports whose landmarks come from their own labels.
 
 # %% [markdown]
 # ## Beyond the paper: does the spread of the K runs flag a bad box?
