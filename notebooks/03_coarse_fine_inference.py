@@ -179,7 +179,7 @@ display(Markdown(findings.training_evidence(settings, table2.per_query, training
 # Two more, later the same day, on the same 9 supports x 33 validation queries (default schedule, the
 # same seeded starts), each with its rule written before scoring: to go on to a confirmation on 15
 # fresh training supports, a candidate had to gain on the paper's box and on the size-prior box
-# (w 0.5), with no larger AWD and up on at least 8 of the 9. Neither went on.
+# (w 0.5), with no larger AWD and up on at least 8 of the 9. Neither passed.
 #
 # - **Left-right mirrored test-time augmentation.** The query and the support (volume and
 #   landmarks) mirrored along x, localised again, the points mirrored back and averaged with the
