@@ -78,6 +78,10 @@ def test_resume_gives_the_same_weights_as_one_run(volumes, tmp_path):
     # the release says whether a run was paused: two calls trained it, the one that had nothing to do is not counted
     assert training_calls(tmp_path / "one") == 1 and training_calls(tmp_path / "two") == 2
     assert training_calls(tmp_path / "none") == 0
+    (tmp_path / "other").mkdir()
+    torch.save({"step": 3}, tmp_path / "other" / "last.pt")
+    with pytest.raises(ValueError, match="not a training state"):
+        training_calls(tmp_path / "other")
     assert load_pnet(tmp_path / "two" / "last.pt").config["spacing_mm"] == [3.0, 4.0, 4.0]
 
 

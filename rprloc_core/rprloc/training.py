@@ -177,9 +177,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
 
     resumed = last_path.exists()
     if resumed:
-        saved = torch.load(last_path, map_location="cpu", weights_only=True)
-        if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
-            raise ValueError(f"{last_path}: not a training state written by train_pnet")
+        saved = read_training_state(last_path)
         _check_resume_compatible(saved["train_config"], config, last_path)
         model.load_state_dict(saved["pnet"]["state_dict"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -259,12 +257,20 @@ def history_frame(history) -> pd.DataFrame:
     return pd.DataFrame(list(history), columns=columns)
 
 
+def read_training_state(path) -> dict:
+    """The saved state of a `train_pnet` run (`last.pt`), refused if something else wrote the file."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != TRAINING_STATE_FORMAT:
+        raise ValueError(f"{path}: not a training state written by train_pnet")
+    return saved
+
+
 def training_calls(out_dir) -> int:
     """How many calls of `train_pnet` trained the run in `out_dir` (0 where it has no saved state)."""
     last_path = Path(out_dir) / "last.pt"
     if not last_path.is_file():
         return 0
-    return int(torch.load(last_path, map_location="cpu", weights_only=True)["progress"].get("calls", 1))
+    return int(read_training_state(last_path)["progress"].get("calls", 1))
 
 
 def load_history(out_dir) -> pd.DataFrame:
