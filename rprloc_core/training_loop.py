@@ -3,9 +3,10 @@ validate and resume alike). The caller gives one training step and, optionally, 
 
 Files in `out_dir`:
 - `last.pt`: model, optimizer, step, generator state, history, config, network config, training
-  time: all a resumed run needs. Written atomically every `checkpoint_every` steps, at every
-  validation and when the run ends or pauses (so a run stopped by `time_limit_s` continues
-  where it was when called again with the same settings).
+  time and how many calls trained the run: all a resumed run and its release need. Written
+  atomically every `checkpoint_every` steps, at every validation and when the run ends or pauses
+  (so a run stopped by `time_limit_s` continues where it was when called again with the same
+  settings).
 - `best.pt`: model, network config, step, config, validation loss: the weights with the lowest
   validation loss so far. Without validation data it is written once, when the run reaches its
   steps, with the final weights (nothing else to choose with), so users always load `best.pt`.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import atomic_torch_save, resume
+from rprloc_core.checkpoints import atomic_torch_save, calls_so_far, resume
 
 
 def resolve_device(device=None) -> torch.device:
@@ -44,7 +45,9 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
     """Run `train_step(steps done so far)` (one optimiser step with `rng`, returns {loss name:
     float, ...}) until `config.steps`, resuming from `out_dir/last.pt` if it exists. `validate`
     (net in eval mode, no gradients) returns {"val_loss": float, ...}. Returns a summary: steps,
-    resumed, stopped, train_time_s, wall_s, best_step, best_val_loss and the two files' paths."""
+    resumed (this call continued a saved run), calls (how many calls trained the run, this one
+    included if it took a step), stopped, train_time_s, wall_s, best_step, best_val_loss and the
+    two files' paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last, best = out_dir / "last.pt", out_dir / "best.pt"
@@ -52,12 +55,15 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
     saved = resume(last, config.to_dict(), resumable, net, optimizer, rng)
     if saved is not None:
         step, history, train_time, resumed = saved["step"], saved["history"], saved["train_time_s"], True
+    # This call counts once it has taken a step: one that only finds the run finished does not.
+    calls_before, step_at_call = calls_so_far(saved), step
     best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=np.inf)
 
     def save():
         atomic_torch_save({"model": _cpu_state(net), "optimizer": optimizer.state_dict(), "step": step,
                            "rng": rng.bit_generator.state, "history": history, "config": config.to_dict(),
-                           "net_config": net.config, "train_time_s": train_time}, last)
+                           "net_config": net.config, "train_time_s": train_time,
+                           "calls": calls_before + (step > step_at_call)}, last)
 
     def save_best(val_loss: float | None):
         atomic_torch_save({"model": _cpu_state(net), "net_config": net.config, "step": step,
@@ -99,7 +105,8 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
         save_best(None)
     rows = [h for h in history if "val_loss" in h]
     best_row = min(rows, key=lambda h: h["val_loss"]) if rows else {}
-    return {"steps": step, "resumed": resumed, "stopped": stopped, "train_time_s": train_time,
+    return {"steps": step, "resumed": resumed, "calls": calls_before + (step > step_at_call),
+            "stopped": stopped, "train_time_s": train_time,
             "wall_s": time.perf_counter() - start, "best_step": best_row.get("step"),
             "best_val_loss": best_row.get("val_loss"), "last_path": str(last), "best_path": str(best)}
 

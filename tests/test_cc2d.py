@@ -31,6 +31,7 @@ from rprloc_core.cc2d.tpl import (
     train_tpl,
 )
 from rprloc_core.cc2d.training import load_encoder, train_ssl
+from rprloc_core.checkpoints import calls_so_far
 from rprloc_core.errors import DataError
 
 torch.set_num_threads(1)
@@ -273,13 +274,17 @@ def test_training_resumes_exactly_and_refuses_other_settings(tmp_path):
     images = [texture((24, 28), 0), texture((20, 32), 1)]
     validation = [texture((24, 24), 2)]
     whole = train_ssl(images, tiny_config(), tmp_path / "whole", progress=False, validation=validation)
-    assert whole["steps"] == 4 and not whole["resumed"]
+    assert whole["steps"] == 4 and not whole["resumed"] and whole["calls"] == 1
     train_ssl(images, tiny_config(steps=2), tmp_path / "split", progress=False, validation=validation)
     split = train_ssl(images, tiny_config(steps=4, time_limit_s=100.0), tmp_path / "split", progress=False,
                       validation=validation)
-    assert split["resumed"] and split["steps"] == 4
+    assert split["resumed"] and split["steps"] == 4 and split["calls"] == 2
+    done = train_ssl(images, tiny_config(steps=4), tmp_path / "split", progress=False, validation=validation)
+    assert done["resumed"] and done["calls"] == 2                 # a call that only finds the run finished
     a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    assert (calls_so_far(a), calls_so_far(b), calls_so_far(None)) == (1, 2, 0)
+    assert calls_so_far({k: v for k, v in a.items() if k != "calls"}) == 1   # saved before calls were counted
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-5, atol=1e-6)
     assert [h["val_loss"] for h in a["history"]] == pytest.approx([h["val_loss"] for h in b["history"]], rel=1e-5)

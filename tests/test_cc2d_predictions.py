@@ -123,14 +123,24 @@ def test_train_publish_and_load_round_trip(trained, tmp_path):
     again = cc2d.publish(settings, overwrite=True)
     assert again["models"]["ssl"]["sha256"] == manifest["models"]["ssl"]["sha256"]
     assert "provenance" not in again["models"]["ssl"]          # trained here: nothing to say
+    assert not any(again["models"][stage]["summary"]["resumed"] for stage in ("ssl", "tpl"))   # one call each
     note = cc2d.trained_dir(settings) / "ssl" / models.PROVENANCE
-    note.write_text(json.dumps({"machine": "a lent GPU"}))       # a stage trained elsewhere says so
+    note.write_text(json.dumps({"machine": "a lent GPU", "resumed": True}))   # a stage trained elsewhere says so
     try:
         told = cc2d.publish(settings, overwrite=True)
     finally:
         note.unlink()
-    assert told["models"]["ssl"]["provenance"] == {"machine": "a lent GPU"}
+    assert told["models"]["ssl"]["provenance"] == {"machine": "a lent GPU", "resumed": True}
     assert "provenance" not in told["models"]["tpl"]
+    assert told["models"]["ssl"]["summary"]["resumed"] and not told["models"]["tpl"]["summary"]["resumed"]
+    last = cc2d.tpl_dir(settings) / "last.pt"                  # the trainer counted a second call
+    saved = torch.load(last, weights_only=False)
+    torch.save({**saved, "calls": 2}, last)
+    try:
+        counted = cc2d.publish(settings, overwrite=True)
+    finally:
+        torch.save(saved, last)
+    assert counted["models"]["tpl"]["summary"]["resumed"] and not counted["models"]["ssl"]["summary"]["resumed"]
 
     release = released(tmp)
     assert cc2d.template_id(release) == template

@@ -178,6 +178,7 @@ def test_training_resumes_exactly_and_refuses_other_settings(tmp_path):
     train_detector(tiny_config(steps=2), train, validation, tmp_path / "twice", progress=False)
     resumed = train_detector(tiny_config(), train, validation, tmp_path / "twice", progress=False)
     assert once["steps"] == resumed["steps"] == 4 and resumed["resumed"]
+    assert (once["calls"], resumed["calls"]) == (1, 2)      # what the release's summary.resumed reads
     a = torch.load(tmp_path / "once" / "last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "twice" / "last.pt", weights_only=False)["model"]
     for name in a:

@@ -165,6 +165,35 @@ def test_publish_then_use_a_release(smoke_results, tmp_path, monkeypatch):
     assert elsewhere["summary"]["resumed"] is True and elsewhere["provenance"]["machine"] == "a lent GPU"
 
 
+def test_detector_and_pin_releases_say_whether_a_run_was_resumed(smoke_results, tmp_path, monkeypatch):
+    """Published from the smoke run, the detector's and PIN's release entries record summary.resumed
+    from their trainers' count of calls: one call each here, and a second counted call makes it true
+    for that network only."""
+    import torch
+
+    from rprloc_core.checkpoints import calls_so_far
+    from rprloc_core.experiments import detector_predictions as detector
+    from rprloc_core.experiments import pin_predictions as pin
+    from rprloc_core.settings import load_settings
+
+    monkeypatch.setenv("RPRLOC_DATA_DIR", str(smoke_results.parent.parent / "data"))
+    settings = load_settings("smoke", {"detector.release": str(tmp_path / "detector"),
+                                       "pin.release": str(tmp_path / "pin")})
+    pin_last = sorted(pin.trained_dir(settings).glob("*/last.pt"))[0]
+    for module, last, name in ((detector, detector.trained_dir(settings) / "last.pt", detector.NAME),
+                               (pin, pin_last, pin_last.parent.name)):
+        entries = module.publish(settings)["models"]
+        assert name in entries and not any(e["summary"]["resumed"] for e in entries.values()), module.__name__
+        saved = torch.load(last, weights_only=False)
+        assert calls_so_far(saved) == 1
+        torch.save({**saved, "calls": 2}, last)
+        try:
+            entries = module.publish(settings, overwrite=True)["models"]
+        finally:
+            torch.save(saved, last)
+        assert [n for n, e in entries.items() if e["summary"]["resumed"]] == [name], module.__name__
+
+
 @pytest.mark.notebooks
 def test_cached_runs_keep_k_max_for_the_first_step_and_k_after_it(smoke_results, monkeypatch):
     """Table 1 reads Mc's first step at every K up to k_max; the later stages hold the profile's K."""

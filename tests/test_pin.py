@@ -198,7 +198,9 @@ def test_pin_training_learns_resumes_exactly_and_refuses_other_settings(tmp_path
     short = PINTrainConfig(**{**config.__dict__, "steps": 60})
     train_pin(space, short, cases, tmp_path / "resumed", progress=False)
     again = train_pin(space, config, cases, tmp_path / "resumed", progress=False)     # more steps: a resume
-    assert again["resumed"] and again["steps"] == 120
+    assert again["resumed"] and again["steps"] == 120 and again["calls"] == 2 and summary["calls"] == 1
+    assert train_pin(space, config, cases, tmp_path / "resumed", progress=False)["calls"] == 2   # finished
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)["calls"] == 2
     a, b = load_network(tmp_path / "straight" / "last.pt"), load_network(tmp_path / "resumed" / "last.pt")
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(p, q), name

@@ -101,7 +101,8 @@ def train_detector(config: DetectorTrainConfig, train: list[DetectorSample], val
     check = (lambda: validate(net, validation, config)) if validation else None
     summary = run_training(net, optimizer, rng, config, RESUMABLE_CHANGES, out_dir, train_step, check,
                            desc="detector training", progress=progress)
-    return {k: summary[k] for k in ("steps", "resumed", "stopped", "train_time_s", "best_step", "best_val_loss")}
+    return {k: summary[k] for k in ("steps", "resumed", "calls", "stopped", "train_time_s", "best_step",
+                                    "best_val_loss")}
 
 
 def load_detector(path) -> tuple[DetectorNet, dict]:

@@ -308,7 +308,7 @@ def training_ablation(settings) -> pd.DataFrame | None:
 
 def _stage_entry(settings, stage: str, folder: Path, staging: Path, extra: dict) -> dict:
     """A stage's release entry: its best checkpoint (weights only, plus `extra`) and a summary."""
-    from rprloc_core.checkpoints import atomic_torch_save
+    from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 
     config = settings.cc2d.train if stage == "ssl" else settings.cc2d.tpl
     last, best = saved_checkpoint(folder / "last.pt"), saved_checkpoint(folder / "best.pt")
@@ -317,12 +317,13 @@ def _stage_entry(settings, stage: str, folder: Path, staging: Path, extra: dict)
                                 "before publishing")
     payload = {key: best[key] for key in ("model", "net_config", "config", "step", "val_loss")} | extra
     atomic_torch_save(payload, staging / f"{stage}.pt")
+    provenance = models.provenance_entry(folder)
     summary = {"steps": int(last["step"]), "best_step": int(best["step"]), "best_val_loss": best["val_loss"],
                "train_time_s": float(last["train_time_s"]),
-               "parameters": int(sum(v.numel() for v in best["model"].values()))}
+               "parameters": int(sum(v.numel() for v in best["model"].values())),
+               "resumed": models.paused_and_resumed(calls_so_far(last), provenance)}
     return {"source": staging / f"{stage}.pt", "kind": f"cc2d-{stage}", "architecture": best["net_config"],
-            "training": last["config"], "summary": summary, "history": last["history"],
-            **models.provenance_entry(folder)}
+            "training": last["config"], "summary": summary, "history": last["history"], **provenance}
 
 
 def publish(settings, overwrite: bool = False) -> dict:

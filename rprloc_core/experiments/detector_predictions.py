@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import atomic_torch_save
+from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 from rprloc_core.data import dataset
 from rprloc_core.data.preprocess import load_preprocessed, preprocess_case
 from rprloc_core.detector.boxes import RULES, boxes_from_maps, face_centres, forward
@@ -204,7 +204,9 @@ def publish(settings, overwrite: bool = False) -> dict:
     summary = {"steps": int(saved["step"]), "best_step": int(best_payload["step"]),
                "best_val_loss": min(r["val_loss"] for r in rows if "val_loss" in r),
                "train_time_s": float(saved["train_time_s"]),
-               "parameters": int(sum(v.numel() for v in best_payload["model"].values()))}
+               "parameters": int(sum(v.numel() for v in best_payload["model"].values())),
+               "resumed": models.paused_and_resumed(calls_so_far(saved),
+                                                    models.provenance_entry(trained_dir(settings)))}
     stripped = Path(tempfile.mkdtemp()) / "detector.pt"
     atomic_torch_save(best_payload, stripped)
     table = dataset.case_table(settings)

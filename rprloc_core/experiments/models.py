@@ -147,6 +147,13 @@ def provenance_entry(folder: Path) -> dict:
     return {"provenance": json.loads(path.read_text())} if path.is_file() else {}
 
 
+def paused_and_resumed(calls: int, provenance: dict) -> bool:
+    """A release entry's summary.resumed: the run was paused and resumed, counted by its trainer
+    (`calls` above one) or said by the provenance (`provenance_entry`) of a run trained elsewhere
+    by a trainer too old to count its calls."""
+    return calls > 1 or bool(provenance.get("provenance", {}).get("resumed", False))
+
+
 def release_names(settings) -> list[str]:
     """The models of the profile's RPR-Loc release: every Pnet (main and r-sweep) and the auto-encoder."""
     return [*train_configs(settings), AUTOENCODER]
@@ -206,8 +213,7 @@ def _pnet_entry(settings, name: str, config) -> dict:
     rows = load_history(folder)
     best = rows.loc[rows.val_loss_mm2.idxmin()]
     provenance = provenance_entry(folder)
-    # Paused and resumed: counted by the trainer, or said by a run trained elsewhere before it counted.
-    resumed = training_calls(folder) > 1 or bool(provenance.get("provenance", {}).get("resumed", False))
+    resumed = paused_and_resumed(training_calls(folder), provenance)
     summary = {"steps": int(rows.step.max()), "target_steps": int(config.steps),
                "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
                "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),

@@ -440,7 +440,7 @@ def publish(settings, overwrite: bool = False) -> dict:
     """Copy the networks trained here (weights, the shape model in PIN-Multiple's) into `pin.release`."""
     import torch
 
-    from rprloc_core.checkpoints import atomic_torch_save
+    from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 
     entries, staging = {}, Path(tempfile.mkdtemp())
     model = shape_model(settings)
@@ -460,7 +460,9 @@ def publish(settings, overwrite: bool = False) -> dict:
                          "architecture": saved["net_config"], "training": saved["config"],
                          "summary": {"steps": int(saved["step"]), "train_time_s": float(saved.get("train_time_s", 0)),
                                      "parameters": int(sum(v.numel() for v in saved["model"].values())),
-                                     "shape_modes": model.n_modes if spec["kind"] == "multiple" else None},
+                                     "shape_modes": model.n_modes if spec["kind"] == "multiple" else None,
+                                     "resumed": models.paused_and_resumed(calls_so_far(saved),
+                                                                          models.provenance_entry(last.parent))},
                          "history": saved["history"]}
     about = {"profile": settings.name, "dataset": settings.data.dataset,
              "preprocess_spacing_zyx_mm": list(settings.preprocess.spacing_zyx),

@@ -9,8 +9,9 @@ the displacement back to the truth (in units of `scale`, so every dimension's ta
 +-1) and its direction class. The same `scale` turns the network's answer back into state units
 at inference (`predictor`).
 
-Files in `out_dir`: `last.pt` (model, optimizer, step, generator state, history, config: what a
-resumed run needs) written atomically every `checkpoint_every` steps and at the end.
+Files in `out_dir`: `last.pt` (model, optimizer, step, generator state, history, config, how many
+calls trained the run: what a resumed run and its release need) written atomically every
+`checkpoint_every` steps and at the end.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import atomic_torch_save, resume
+from rprloc_core.checkpoints import atomic_torch_save, calls_so_far, resume
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import RESUMABLE_CHANGES, PINTrainConfig
 from rprloc_core.pin.network import PINNet, pin_loss
@@ -143,13 +144,16 @@ def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.nd
     saved = resume(last, asdict(config), RESUMABLE_CHANGES, net, optimizer, rng)
     if saved is not None:
         step, history, resumed, trained_s = saved["step"], saved["history"], True, saved.get("train_time_s", 0.0)
+    # This call counts once it has taken a step: one that only finds the run finished does not.
+    calls_before, step_at_call = calls_so_far(saved), step
     validation = validation_set(space, config, validation_cases) if validation_cases else None
     start, stopped, running = time.perf_counter(), "steps", []
 
     def save():
         atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                            "rng": rng.bit_generator.state, "history": history, "config": asdict(config),
-                           "net_config": net.config, "train_time_s": trained_s + time.perf_counter() - start}, last)
+                           "net_config": net.config, "train_time_s": trained_s + time.perf_counter() - start,
+                           "calls": calls_before + (step > step_at_call)}, last)
 
     net.train()
     bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress)
@@ -174,7 +178,7 @@ def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.nd
     bar.close()
     if running:
         save()
-    return {"steps": step, "resumed": resumed, "stopped": stopped,
+    return {"steps": step, "resumed": resumed, "calls": calls_before + (step > step_at_call), "stopped": stopped,
             "last_loss": history[-1]["loss"] if history else None, "wall_s": time.perf_counter() - start,
             "train_time_s": trained_s + time.perf_counter() - start}
 
