@@ -33,9 +33,9 @@ def resume(last, config: dict, resumable, net: torch.nn.Module, optimizer: torch
 
 
 def calls_so_far(saved: dict | None) -> int:
-    """How many calls trained the run whose saved state is `saved` (0 for a fresh run, None). Above
-    one, the run was paused and resumed, which a release records: its history alone cannot tell a
-    paused run from one trained in one go. A state saved before trainers counted calls is one."""
+    """How many calls trained the run whose saved state is `saved` (None, a fresh run: 0). Above one,
+    the run was paused and resumed, which a release records: its history alone cannot tell a paused
+    run from one trained in one go. A state saved before the trainers counted their calls is one."""
     return 0 if saved is None else int(saved.get("calls", 1))
 
 
