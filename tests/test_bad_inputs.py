@@ -126,6 +126,24 @@ def test_all_nan_query(scans, tmp_path, capsys):
     assert_error(code, out, capsys, str(query), "NaN")
 
 
+@pytest.mark.parametrize("kind", ["stored values, air near 0", "the same with -2000 padding", "MR-like"])
+def test_image_without_air_is_not_read_as_hounsfield_units(scans, tmp_path, capsys, kind):
+    """A CT whose stored values were never rescaled to HU (air at 0, not -1000) or an MR image would
+    be read as all tissue and localised without a word."""
+    root, support, _ = scans
+    hu = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "query.nii.gz"))).astype(np.float32)
+    array = {"stored values, air near 0": hu + 1024,
+             "the same with -2000 padding": np.where(np.arange(hu.shape[2]) < 3, -2000, hu + 1024),
+             "MR-like": np.clip(hu + 1000, 0, None) / 4}[kind]
+    query = write_like(array.astype(np.float32), sitk.ReadImage(str(root / "query.nii.gz")), tmp_path / "q.nii.gz")
+    code, out = localize(root, tmp_path, query=query)
+    assert_error(code, out, capsys, str(query), "no voxel of air", "Hounsfield")
+    support_image = write_like((sitk.GetArrayFromImage(support) + 1024).astype(np.float32), support,
+                               tmp_path / "s.nii.gz")
+    code, out = localize(root, tmp_path, support=support_image)
+    assert_error(code, out, capsys, str(support_image), "support image has no voxel of air")
+
+
 def test_nan_block_in_the_support(scans, tmp_path, capsys):
     root, support, _ = scans
     array = sitk.GetArrayFromImage(support).astype(np.float32)

@@ -12,6 +12,10 @@ import SimpleITK as sitk
 from rprloc_core.data.images import read_any_image, strip_image_suffix
 from rprloc_core.errors import DataError, UnknownOrganError
 
+# Air in HU, its bounds wide of -1000: values below -1500 are the padding some scanners write
+# outside the field of view (-2000, -3024), not air.
+AIR_RANGE_HU = (-1500, -500)
+
 
 def read_ct(path, what: str) -> sitk.Image:
     """A CT image whose every voxel is a number (NaN or infinite voxels are an error)."""
@@ -22,6 +26,14 @@ def read_ct(path, what: str) -> sitk.Image:
         raise DataError(path, f"the {what} image has {bad} NaN or infinite voxel(s) of {values.size}")
     if values.size and values.min() == values.max():
         raise DataError(path, f"the {what} image has the same value ({values.flat[0]}) everywhere: not a CT")
+    # A head-and-neck CT in Hounsfield units holds air (about -1000 HU) around the body and in the
+    # airways. Without any, the intensity map (METHOD 2.3) would read air as tissue and every box
+    # would be wrong without a word: stored values not rescaled to HU (air near 0), an MR image.
+    air = np.count_nonzero((values >= AIR_RANGE_HU[0]) & (values <= AIR_RANGE_HU[1]))
+    if values.size and not air:
+        raise DataError(path, f"the {what} image has no voxel of air ({AIR_RANGE_HU[0]} to {AIR_RANGE_HU[1]} HU; "
+                              f"its values run from {values.min():g} to {values.max():g}): is it a CT in Hounsfield "
+                              "units? Rescale stored values to HU first (air near 0 means they were not)")
     return image
 
 
