@@ -209,7 +209,7 @@ def test_steps_are_checked_before_anything(scans, tmp_path, capsys, steps):
 
 def test_query_smaller_than_a_patch(scans, tmp_path, capsys):
     root, _, _ = scans
-    small = sitk.GetImageFromArray(np.random.default_rng(0).integers(-100, 100, (10, 10, 10)).astype(np.int16))
+    small = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 100, (10, 10, 10)).astype(np.int16))
     small.SetSpacing((3.0, 3.0, 3.0))
     path = tmp_path / "small.nii.gz"
     sitk.WriteImage(small, str(path))
