@@ -144,6 +144,18 @@ def test_image_without_air_is_not_read_as_hounsfield_units(scans, tmp_path, caps
     assert_error(code, out, capsys, str(support_image), "support image has no voxel of air")
 
 
+def test_a_ct_padded_below_air_is_still_a_ct(scans, tmp_path, capsys):
+    """Padding outside the field of view (-2000 HU here) is darker than air: the check must look past
+    it for the air itself, and accept the scan."""
+    root, _, _ = scans
+    reference = sitk.ReadImage(str(root / "query.nii.gz"))
+    hu = sitk.GetArrayFromImage(reference).astype(np.float32)
+    query = write_like(np.where(np.arange(hu.shape[2]) < 3, -2000, hu).astype(np.float32), reference,
+                       tmp_path / "padded.nii.gz")
+    code, out = localize(root, tmp_path, query=query)
+    assert code == 0 and out.is_file(), capsys.readouterr().err
+
+
 def test_nan_block_in_the_support(scans, tmp_path, capsys):
     root, support, _ = scans
     array = sitk.GetArrayFromImage(support).astype(np.float32)

@@ -173,6 +173,7 @@ def test_detector_and_pin_releases_say_whether_a_run_was_resumed(smoke_results, 
 
     from rprloc_core.checkpoints import calls_so_far
     from rprloc_core.experiments import detector_predictions as detector
+    from rprloc_core.experiments import models
     from rprloc_core.experiments import pin_predictions as pin
     from rprloc_core.settings import load_settings
 
@@ -192,6 +193,13 @@ def test_detector_and_pin_releases_say_whether_a_run_was_resumed(smoke_results, 
         finally:
             torch.save(saved, last)
         assert [n for n, e in entries.items() if e["summary"]["resumed"]] == [name], module.__name__
+    note = detector.trained_dir(settings) / models.PROVENANCE     # a run trained elsewhere says so
+    note.write_text(json.dumps({"machine": "a lent GPU", "resumed": True}))
+    try:
+        told = detector.publish(settings, overwrite=True)["models"][detector.NAME]
+    finally:
+        note.unlink()
+    assert told["summary"]["resumed"] and told["provenance"]["machine"] == "a lent GPU"
 
 
 @pytest.mark.notebooks

@@ -24,16 +24,21 @@ def read_ct(path, what: str) -> sitk.Image:
     bad = int(np.count_nonzero(~np.isfinite(values))) if np.issubdtype(values.dtype, np.floating) else 0
     if bad:
         raise DataError(path, f"the {what} image has {bad} NaN or infinite voxel(s) of {values.size}")
-    if values.size and values.min() == values.max():
-        raise DataError(path, f"the {what} image has the same value ({values.flat[0]}) everywhere: not a CT")
+    if not values.size:
+        return image
+    low, high = values.min(), values.max()
+    if low == high:
+        raise DataError(path, f"the {what} image has the same value ({low}) everywhere: not a CT")
     # A head-and-neck CT in Hounsfield units holds air (about -1000 HU) around the body and in the
     # airways. Without any, the intensity map (METHOD 2.3) would read air as tissue and every box
     # would be wrong without a word: stored values not rescaled to HU (air near 0), an MR image.
-    air = np.count_nonzero((values >= AIR_RANGE_HU[0]) & (values <= AIR_RANGE_HU[1]))
-    if values.size and not air:
+    # Where the darkest voxel is air (most scans) no second pass over the image is needed.
+    air = AIR_RANGE_HU[0] <= low <= AIR_RANGE_HU[1] or (
+        low < AIR_RANGE_HU[0] and np.any((values >= AIR_RANGE_HU[0]) & (values <= AIR_RANGE_HU[1])))
+    if not air:
         raise DataError(path, f"the {what} image has no voxel of air ({AIR_RANGE_HU[0]} to {AIR_RANGE_HU[1]} HU; "
-                              f"its values run from {values.min():g} to {values.max():g}): is it a CT in Hounsfield "
-                              "units? Rescale stored values to HU first (air near 0 means they were not)")
+                              f"its values run from {low:g} to {high:g}): is it a CT in Hounsfield units? "
+                              "Rescale stored values to HU first (air near 0 means they were not)")
     return image
 
 

@@ -201,12 +201,12 @@ def publish(settings, overwrite: bool = False) -> dict:
     saved = torch.load(last, map_location="cpu", weights_only=False)
     best_payload = torch.load(best, map_location="cpu", weights_only=False)
     rows = saved["history"]
+    provenance = models.provenance_entry(trained_dir(settings))
     summary = {"steps": int(saved["step"]), "best_step": int(best_payload["step"]),
                "best_val_loss": min(r["val_loss"] for r in rows if "val_loss" in r),
                "train_time_s": float(saved["train_time_s"]),
                "parameters": int(sum(v.numel() for v in best_payload["model"].values())),
-               "resumed": models.paused_and_resumed(calls_so_far(saved),
-                                                    models.provenance_entry(trained_dir(settings)))}
+               "resumed": models.paused_and_resumed(calls_so_far(saved), provenance)}
     stripped = Path(tempfile.mkdtemp()) / "detector.pt"
     atomic_torch_save(best_payload, stripped)
     table = dataset.case_table(settings)
@@ -217,7 +217,7 @@ def publish(settings, overwrite: bool = False) -> dict:
                                            "validation patients' masks chose the checkpoint",
                             "train": table[table.split == "train"].case_id.tolist(), "validation": validation}}
     entry = {"source": stripped, "kind": "detector", "architecture": best_payload["net_config"],
-             "training": saved["config"], "summary": summary, "history": rows}
+             "training": saved["config"], "summary": summary, "history": rows, **provenance}
     return weights.write_release(release_dir(settings), {NAME: entry}, about, overwrite=overwrite)
 
 

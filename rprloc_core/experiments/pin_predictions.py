@@ -456,14 +456,14 @@ def publish(settings, overwrite: bool = False) -> dict:
         if spec["kind"] == "multiple":     # what inference needs besides the networks
             payload.update(shape_model=model.to_dict(), train_landmarks_mm=training_landmarks(settings).tolist())
         atomic_torch_save(payload, staging / f"{name}.pt")
+        provenance = models.provenance_entry(last.parent)
         entries[name] = {"source": staging / f"{name}.pt", "kind": f"pin-{spec['kind']}", "landmark": spec["landmark"],
                          "architecture": saved["net_config"], "training": saved["config"],
                          "summary": {"steps": int(saved["step"]), "train_time_s": float(saved.get("train_time_s", 0)),
                                      "parameters": int(sum(v.numel() for v in saved["model"].values())),
                                      "shape_modes": model.n_modes if spec["kind"] == "multiple" else None,
-                                     "resumed": models.paused_and_resumed(calls_so_far(saved),
-                                                                          models.provenance_entry(last.parent))},
-                         "history": saved["history"]}
+                                     "resumed": models.paused_and_resumed(calls_so_far(saved), provenance)},
+                         "history": saved["history"], **provenance}
     about = {"profile": settings.name, "dataset": settings.data.dataset,
              "preprocess_spacing_zyx_mm": list(settings.preprocess.spacing_zyx),
              "data_split": {"labels_used": "the training split's organ masks (six extreme points per organ: a "
