@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import atomic_torch_save
+from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import PatchCutter, cut_patches, require_volume_fits_patch
 from rprloc_core.geometry.volume import Volume
@@ -183,7 +183,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         rng.bit_generator.state = saved["rng_state"]
-        state.update({"calls": 1, **saved["progress"]})   # a state saved before calls were counted: one at least
+        state.update({**saved["progress"], "calls": calls_so_far(saved["progress"])})
         if state["step"] >= config.steps:
             return _summary(state, config, out_dir, time.perf_counter() - t_call, "already_done", True)
 
@@ -268,9 +268,7 @@ def read_training_state(path) -> dict:
 def training_calls(out_dir) -> int:
     """How many calls of `train_pnet` trained the run in `out_dir` (0 where it has no saved state)."""
     last_path = Path(out_dir) / "last.pt"
-    if not last_path.is_file():
-        return 0
-    return int(read_training_state(last_path)["progress"].get("calls", 1))
+    return calls_so_far(read_training_state(last_path)["progress"] if last_path.is_file() else None)
 
 
 def load_history(out_dir) -> pd.DataFrame:
