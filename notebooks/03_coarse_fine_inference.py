@@ -196,6 +196,21 @@ display(Markdown(findings.training_evidence(settings, table2.per_query, training
 #   points; n = 4: +0.1 ± 0.8; n = 8: -0.1 ± 1.8 (size prior -1.4, -0.6, -0.1). Landmarks that
 #   RPR-Loc itself placed carry its error into every pseudo-support, so averaging them buys nothing.
 #   The few-shot gain needs supports whose landmarks come from their own labels.
+#
+# One more (2026-11-27, same 9 supports x 33 validation queries, rule written before scoring: +2.0
+# points on the paper's box, lower AWD, up on at least 8 of 9, then a confirmation on the 15 fresh
+# supports):
+#
+# - **Atlas registration as the fine model's start.** Notebook 08's chosen registration (affine,
+#   support to query) maps each support mask into the query; its extreme points gave the fine model
+#   its start instead of the coarse step. Registration's errors come from a global fit, not from a
+#   patch's look, so they might have been the ones Mc does not make. On these supports registration
+#   alone scores 29.1 % (default schedule 38.4 %). One fine move from its points: -5.6 ± 3.0 points
+#   (0 of 9 up, AWD +3.1 mm); two fine moves: -3.6 ± 2.1; one fine move from halfway between the
+#   registration's point and the coarse runs' average: -1.1 ± 1.3 (1 of 9); the mean of the default's
+#   and the registration's points: -3.7 ± 3.2. With the size prior, likewise (-1.2 to -6.2). It fails:
+#   registration starts further from the target than the averaged coarse runs, and one or two fine
+#   moves do not bring it back. Not adopted; no confirmation run.
 
 # %% [markdown]
 # ## Beyond the paper: does the spread of the K runs flag a bad box?
