@@ -1,5 +1,5 @@
-"""The resumable training loop of the detector and both CC2D stages (one loop, so they stop, save,
-validate and resume alike). The caller gives one training step and, optionally, a validation.
+"""The resumable training loop of the detector, both CC2D stages and PIN (one loop, so they stop,
+save, validate and resume alike). The caller gives one training step and, optionally, a validation.
 
 Files in `out_dir`:
 - `last.pt`: model, optimizer, step, generator state, history, config, network config, training
@@ -46,8 +46,8 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
     float, ...}) until `config.steps`, resuming from `out_dir/last.pt` if it exists. `validate`
     (net in eval mode, no gradients) returns {"val_loss": float, ...}. Returns a summary: steps,
     resumed (this call continued a saved run), calls (how many calls trained the run, this one
-    included if it took a step), stopped, train_time_s, wall_s, best_step, best_val_loss and the
-    two files' paths."""
+    included if it took a step), stopped, train_time_s, wall_s, best_step, best_val_loss, the last
+    history row (`last_row`: the losses at the last validation) and the two files' paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last, best = out_dir / "last.pt", out_dir / "best.pt"
@@ -108,7 +108,8 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
     return {"steps": step, "resumed": resumed, "calls": calls_before + (step > step_at_call),
             "stopped": stopped, "train_time_s": train_time,
             "wall_s": time.perf_counter() - start, "best_step": best_row.get("step"),
-            "best_val_loss": best_row.get("val_loss"), "last_path": str(last), "best_path": str(best)}
+            "best_val_loss": best_row.get("val_loss"), "last_row": history[-1] if history else None,
+            "last_path": str(last), "best_path": str(best)}
 
 
 def load_weights(path, build: Callable[..., torch.nn.Module], device=None) -> tuple[torch.nn.Module, dict]:

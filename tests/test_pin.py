@@ -284,3 +284,23 @@ def test_pin_training_reports_a_validation_error_in_mm(tmp_path):
     result = validate(net, space, config, first)
     start_distance = np.linalg.norm(first["states"] - first["truth_mm"][:, 0], axis=1).mean()
     assert result["val_error_mm"] == pytest.approx(start_distance)
+
+
+def test_pin_trains_in_the_shared_loop_and_validates_at_every_checkpoint(tmp_path):
+    """PIN runs in training_loop.run_training, as the detector and CC2D do: one history row per
+    checkpoint with the training loss and the validation loss and error, `best.pt` from the step with
+    the lowest validation loss, and the summary's last loss from the last row."""
+    from rprloc_core.pin.training import LandmarkSpace, PINTrainConfig, train_pin
+
+    space = LandmarkSpace((20.0, 20.0, 20.0))
+    config = PINTrainConfig(patch_size=32, width=4, hidden=16, loss="R", steps=30, batch_size=8, lr=3e-3,
+                            checkpoint_every=10)
+    cases = _ramp_cases()
+    summary = train_pin(space, config, cases, tmp_path, progress=False, validation_cases=cases[:2])
+    history = torch.load(tmp_path / "last.pt", weights_only=False)["history"]
+    assert [row["step"] for row in history] == [10, 20, 30]
+    assert all({"loss", "val_loss", "val_error_mm"} <= set(row) for row in history)
+    assert summary["last_loss"] == history[-1]["loss"] and summary["calls"] == 1
+    best = torch.load(tmp_path / "best.pt", weights_only=False)
+    assert best["val_loss"] == min(row["val_loss"] for row in history)
+    assert best["step"] == min(history, key=lambda row: row["val_loss"])["step"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 # Settings a resumed run may change: how long it runs and how often it reports, not what it learns.
 RESUMABLE_CHANGES = ("steps", "time_limit_s", "checkpoint_every")
@@ -22,3 +22,11 @@ class PINTrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     time_limit_s: float | None = None  # pauses the run (resumable); never decides which model is used
+
+    @property
+    def val_every(self) -> int:
+        """PIN validates at every checkpoint (training_loop.run_training asks for both)."""
+        return self.checkpoint_every
+
+    def to_dict(self) -> dict:
+        return asdict(self)

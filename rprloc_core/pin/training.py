@@ -9,28 +9,26 @@ the displacement back to the truth (in units of `scale`, so every dimension's ta
 +-1) and its direction class. The same `scale` turns the network's answer back into state units
 at inference (`predictor`).
 
-Files in `out_dir`: `last.pt` (model, optimizer, step, generator state, history, config, how many
-calls trained the run: what a resumed run and its release need) written atomically every
-`checkpoint_every` steps and at the end.
+Training runs in training_loop.run_training, the loop the detector and CC2D use: `last.pt` (all a
+resumed run and its release need) every `checkpoint_every` steps, where PIN also validates, and
+when a run ends or pauses; `best.pt` whenever the validation loss improves. Releases and
+inference use the last step's weights (`last.pt`), so `best.pt` is only a record.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from rprloc_core.checkpoints import atomic_torch_save, calls_so_far, resume
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.pin.config import RESUMABLE_CHANGES, PINTrainConfig
 from rprloc_core.pin.network import PINNet, pin_loss
 from rprloc_core.pin.patches25d import cut_25d
 from rprloc_core.pin.shape_model import ShapeModel
+from rprloc_core.training_loop import run_training
 
 
 @dataclass(frozen=True)
@@ -128,59 +126,31 @@ def validate(net: PINNet, space, config: PINTrainConfig, validation: dict) -> di
 
 def train_pin(space, config: PINTrainConfig, cases: Sequence[tuple[Volume, np.ndarray]], out_dir,
               progress: bool = True, validation_cases: Sequence | None = None, desc: str = "PIN training") -> dict:
-    """Train (or resume) in `out_dir`. `cases`: (volume, true state (D,)) per training case;
-    `validation_cases` likewise (a fixed sample of them is scored at every checkpoint: loss and the
-    landmark error in mm after one regression move). Returns a summary (steps done, last loss,
-    why it stopped, seconds trained in all)."""
+    """Train (or resume) in `out_dir` with training_loop.run_training (the detector's and CC2D's
+    loop). `cases`: (volume, true state (D,)) per training case; `validation_cases` likewise (a
+    fixed sample of them is scored at every checkpoint: loss and the landmark error in mm after one
+    regression move). Returns a summary (steps done, last loss, why it stopped, seconds trained)."""
     if not cases:
         raise ValueError("no training cases")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    last = out_dir / "last.pt"
     net = build_network(space, config)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([config.seed, 13])
-    step, history, resumed, trained_s = 0, [], False, 0.0
-    saved = resume(last, asdict(config), RESUMABLE_CHANGES, net, optimizer, rng)
-    if saved is not None:
-        step, history, resumed, trained_s = saved["step"], saved["history"], True, saved.get("train_time_s", 0.0)
-    # This call counts once it has taken a step: one that only finds the run finished does not.
-    calls_before, step_at_call = calls_so_far(saved), step
     validation = validation_set(space, config, validation_cases) if validation_cases else None
-    start, stopped, running = time.perf_counter(), "steps", []
 
-    def save():
-        atomic_torch_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                           "rng": rng.bit_generator.state, "history": history, "config": asdict(config),
-                           "net_config": net.config, "train_time_s": trained_s + time.perf_counter() - start,
-                           "calls": calls_before + (step > step_at_call)}, last)
-
-    net.train()
-    bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress)
-    while step < config.steps:
-        if config.time_limit_s is not None and time.perf_counter() - start > config.time_limit_s:
-            stopped = "time limit (resumable)"
-            break
+    def train_step(step: int) -> dict:
         x, target = _batch(cases, space, config, rng)
         logits, displacement = net(x)
         loss = pin_loss(logits, displacement, target, config.loss, config.alpha)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        step += 1
-        running.append(float(loss.detach()))
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            history.append({"step": step, "loss": float(np.mean(running)),
-                            **(validate(net, space, config, validation) if validation else {})})
-            running = []
-            save()
-        bar.update()
-    bar.close()
-    if running:
-        save()
-    return {"steps": step, "resumed": resumed, "calls": calls_before + (step > step_at_call), "stopped": stopped,
-            "last_loss": history[-1]["loss"] if history else None, "wall_s": time.perf_counter() - start,
-            "train_time_s": trained_s + time.perf_counter() - start}
+        return {"loss": float(loss.detach())}
+
+    check = (lambda: validate(net, space, config, validation)) if validation else None
+    summary = run_training(net, optimizer, rng, config, RESUMABLE_CHANGES, out_dir, train_step, check,
+                           desc=desc, progress=progress)
+    return {**{k: summary[k] for k in ("steps", "resumed", "calls", "stopped", "wall_s", "train_time_s")},
+            "last_loss": (summary["last_row"] or {}).get("loss")}
 
 
 def load_network(path) -> PINNet:
