@@ -57,13 +57,17 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
         step, history, train_time, resumed = saved["step"], saved["history"], saved["train_time_s"], True
     # This call counts once it has taken a step: one that only finds the run finished does not.
     calls_before, step_at_call = calls_so_far(saved), step
+
+    def calls() -> int:
+        return calls_before + (step > step_at_call)
+
     best_loss = min((h["val_loss"] for h in history if "val_loss" in h), default=np.inf)
 
     def save():
         atomic_torch_save({"model": _cpu_state(net), "optimizer": optimizer.state_dict(), "step": step,
                            "rng": rng.bit_generator.state, "history": history, "config": config.to_dict(),
                            "net_config": net.config, "train_time_s": train_time,
-                           "calls": calls_before + (step > step_at_call)}, last)
+                           "calls": calls()}, last)
 
     def save_best(val_loss: float | None):
         atomic_torch_save({"model": _cpu_state(net), "net_config": net.config, "step": step,
@@ -105,7 +109,7 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
         save_best(None)
     rows = [h for h in history if "val_loss" in h]
     best_row = min(rows, key=lambda h: h["val_loss"]) if rows else {}
-    return {"steps": step, "resumed": resumed, "calls": calls_before + (step > step_at_call),
+    return {"steps": step, "resumed": resumed, "calls": calls(),
             "stopped": stopped, "train_time_s": train_time,
             "wall_s": time.perf_counter() - start, "best_step": best_row.get("step"),
             "best_val_loss": best_row.get("val_loss"), "last_row": history[-1] if history else None,
