@@ -7,9 +7,10 @@ left-right mirror (left and right organs swapped), a random shift inside the pad
 small intensity jitter. Steps train on crops around the organs (whole scans are 2-3 times larger and
 mostly shoulders and air); validation and inference see whole scans.
 
-The loop is training_loop.run_training (shared with CC2D): `last.pt` (everything needed to resume)
-every `checkpoint_every` steps, `best.pt` (weights only) whenever the validation loss improves;
-rerun the same call after an interruption and it continues. `time_limit_s` only pauses a run.
+The loop is training_loop.run_training (shared with CC2D and PIN): `last.pt` (everything needed to
+resume) every `checkpoint_every` steps, `best.pt` (weights only) whenever the validation loss
+improves; rerun the same call after an interruption and it continues. `time_limit_s` only pauses a
+run.
 """
 
 from __future__ import annotations
