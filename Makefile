@@ -52,6 +52,7 @@ benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE) $(if $(COMPARE_FINE),--compare-fine $(COMPARE_FINE))
 	$(PY) benchmarks/widget_redraw.py --profile $(PROFILE)
 	$(PY) benchmarks/localize_series.py --profile $(PROFILE)
+	$(PY) benchmarks/training_allocator.py --profile $(PROFILE)
 
 clean-env:
 	rm -rf $(VENV)

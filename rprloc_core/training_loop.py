@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rprloc_core.allocator import keep_freed_memory
 from rprloc_core.checkpoints import atomic_torch_save, calls_so_far, resume
 
 
@@ -48,6 +49,7 @@ def run_training(net: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np
     resumed (this call continued a saved run), calls (how many calls trained the run, this one
     included if it took a step), stopped, train_time_s, wall_s, best_step, best_val_loss, the last
     history row (`last_row`: the losses at the last validation) and the two files' paths."""
+    keep_freed_memory()   # no page faults on every step's activations (allocator.py); same numbers
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last, best = out_dir / "last.pt", out_dir / "best.pt"

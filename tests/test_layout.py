@@ -1,7 +1,7 @@
 """The library's layout: imports run downhill through its layers, with no circle.
 
 Layers, bottom to top (a module may import its own layer or any layer below, never above):
-  0  errors, checkpoints, training_loop, paths, metrics, reporting, plotting, geometry/*
+  0  errors, allocator, checkpoints, training_loop, paths, metrics, reporting, plotting, geometry/*
   1  data/*
   2  rprloc/*, baselines/*, pin/*, detector/*, cc2d/*
   3  settings
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rprloc_core"
-LAYERS = {"errors": 0, "checkpoints": 0, "training_loop": 0, "paths": 0, "metrics": 0, "reporting": 0, "plotting": 0, "geometry": 0,
+LAYERS = {"errors": 0, "allocator": 0, "checkpoints": 0, "training_loop": 0, "paths": 0, "metrics": 0, "reporting": 0, "plotting": 0, "geometry": 0,
           "data": 1,
           "rprloc": 2, "baselines": 2, "pin": 2, "detector": 2, "cc2d": 2,
           "settings": 3, "evaluation": 4, "experiments": 5,

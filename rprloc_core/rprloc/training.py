@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from rprloc_core.allocator import keep_freed_memory
 from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import PatchCutter, cut_patches, require_volume_fits_patch
@@ -151,6 +152,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
     pairs_per_s, ...). If `out_dir/last.pt` already reached `config.steps`, returns at once."""
     t_call = time.perf_counter()
     device = resolve_device(device)
+    keep_freed_memory()   # 1.8x faster steps on a CPU, the same numbers (allocator.py)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
