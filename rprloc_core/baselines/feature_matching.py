@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from rprloc_core.allocator import keep_freed_memory
 from rprloc_core.baselines.windows import FEATURE_METHODS, check_window_fits, default_device, pad_for_windows
 from rprloc_core.geometry.patches import cut_patches, draw_nonair_voxels
 from rprloc_core.geometry.volume import Volume
@@ -280,6 +281,7 @@ def train_autoencoder(volumes, config: AEConfig, steps: int, rng: np.random.Gene
 
     time_limit_s: seconds for this call; when they run out the checkpoint is written and training
     stops early (`stopped == "time_limit"`); a later call resumes where it stopped."""
+    keep_freed_memory()   # as every trainer: no page faults on each step's activations (allocator.py)
     dev = torch.device(device)
     model = build_autoencoder(config, seed=int(rng.integers(2 ** 31))).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
