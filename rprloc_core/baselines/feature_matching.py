@@ -9,9 +9,9 @@ window ("dense" encoding, `dense_latents`) equal to encoding each window on its 
 Dense encoding and the stride: a 2x pool makes the encoder's outputs step 2 voxels apart. To get a
 latent for every window on the stride-s grid, pools keep their stride while the product of strides
 still divides s; later pools run with stride 1 and the following layers with a doubled dilation
-(the "a trous" trick); if the pools do not reach s on an axis, the output is subsampled there. For s = 2 the first pool keeps stride 2 and the rest is dilated, so the
-output is exactly the stride-2 grid of windows; it costs one pass over the volume instead of one
-per shifted copy.
+(the "a trous" trick); if the pools do not reach s on an axis, the output is subsampled there.
+For s = 2 the first pool keeps stride 2 and the rest is dilated, so the output is exactly the
+stride-2 grid of windows; it costs one pass over the volume instead of one per shifted copy.
 
 Training is unsupervised: random patches whose centre voxel is not air (> 0), reconstruction MSE,
 Adam, an atomic checkpoint that a later call resumes from.

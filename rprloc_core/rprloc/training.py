@@ -199,7 +199,8 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
         state["history"].append({"step": state["step"], "lr": optimizer.param_groups[0]["lr"],
                                  "train_loss_mm2": train_loss, "val_loss_mm2": val,
                                  "train_time_s": state["train_time_s"],
-                                 "pairs_per_s": state["pairs"] / state["train_time_s"] if state["train_time_s"] else float("nan")})
+                                 "pairs_per_s": (state["pairs"] / state["train_time_s"] if state["train_time_s"]
+                                                 else float("nan"))})
         if val < state["best_val"]:
             state["best_val"], state["best_step"] = val, state["step"]
             save_checkpoint(best_path, model, {"step": state["step"], "val_loss_mm2": val,
