@@ -12,7 +12,6 @@ checks the losses).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -32,13 +31,10 @@ def keep_freed_memory() -> bool:
     global _applied
     if _applied is None:
         _applied = False
-        wanted = os.environ.get("RPRLOC_KEEP_FREED_MEMORY", "1") != "0"
-        name = ctypes.util.find_library("c") if wanted and sys.platform.startswith("linux") else None
-        if name:
-            try:
-                libc = ctypes.CDLL(name)
-                mallopt = libc.mallopt
-            except (OSError, AttributeError):     # a libc without mallopt (e.g. musl)
+        if os.environ.get("RPRLOC_KEEP_FREED_MEMORY", "1") != "0" and sys.platform.startswith("linux"):
+            # the process's own symbols hold the C library's mallopt (no library search)
+            mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+            if mallopt is None:
                 return False
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
             _applied = all(mallopt(p, v) == 1 for p, v in ((M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),

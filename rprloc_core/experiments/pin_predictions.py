@@ -232,9 +232,8 @@ def training_landmarks(settings) -> np.ndarray:
 
 
 def history(settings) -> pd.DataFrame:
-    """Every network's checkpoints: step, training loss, validation loss and error (mm). Not the
-    seconds trained, which a run since the shared training loop records: they depend on the machine,
-    and the table notebook 07 writes from this is compared across machines."""
+    """Every network's checkpoints: step, training loss, validation loss and error (mm), and for a
+    run of the shared training loop the seconds trained (compare_results skips timing columns)."""
     import torch
 
     rows = []
@@ -244,7 +243,7 @@ def history(settings) -> pd.DataFrame:
         else:
             last = trained_dir(settings) / name / "last.pt"
             entries = torch.load(last, map_location="cpu", weights_only=False)["history"] if last.is_file() else []
-        rows += [{"network": name, **{k: v for k, v in entry.items() if k != "train_time_s"}} for entry in entries]
+        rows += [{"network": name, **entry} for entry in entries]
     return pd.DataFrame(rows)
 
 
