@@ -43,12 +43,7 @@ from rprloc_core.rprloc.sampling import (
     off_diagonal,
     pair_offsets_mm,
 )
-
-
-def resolve_device(device=None) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+from rprloc_core.training_loop import resolve_device
 
 
 def model_grids(volumes: Sequence[Volume], downsample, what: str, patch_size) -> list[Volume]:
