@@ -432,6 +432,28 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
     return LocalizationResult(points, np.stack(trajectory), schedule, ensemble, wall, steps, organs, per_organ)
 
 
+def remaining_moves_mm(query: Volume, points_mm, model, support_embedding, batch_size: int | None = None,
+                       device=None) -> np.ndarray:
+    """The move (P, 3) mm that `model` would still make from each answer point: the patch centre's
+    position + r tanh(p_s - p_q) - the point, not clamped to the query. At a landmark the networks
+    recognise, a fine model asks for a move of a few millimetres; a long one says they do not agree
+    that the landmark is here (the organ may be missing from the scan, or the answer wrong).
+    `support_embedding`: (P, 3), that model's support embeddings (`encode_supports`)."""
+    points_mm = np.asarray(points_mm, dtype=float).reshape(-1, 3)
+    p_support = np.asarray(support_embedding, dtype=float)
+    if p_support.shape != points_mm.shape:
+        raise ValueError(f"support_embedding has shape {p_support.shape}, the points {points_mm.shape}")
+    spec = _spec("checking", model)
+    device = torch.device(device) if device is not None else _model_device(model)
+    _move_to([model], device)
+    with _eval_mode([model]):
+        qgrid = grid_for_model(query, spec.spacing_mm)
+        require_volume_fits_patch(qgrid.shape, spec.patch_size, "query on the checking model's grid")
+        idx, centre_mm = _patch_centres(qgrid, points_mm)
+        p_query = _embed(spec, PatchCutter(qgrid.array, spec.patch_size, device), idx, batch_size)
+    return centre_mm + spec.r_mm * np.tanh(p_support - p_query) - points_mm
+
+
 def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
                    schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
                    organ_of_point: Sequence[str] | None = None, device=None,
