@@ -57,6 +57,29 @@ def test_train_then_localize(scans, trained, tmp_path):
     assert (tmp_path / "overlay.png").stat().st_size > 0
 
 
+def test_each_organ_carries_its_checks_and_the_warnings_are_printed(scans, trained, tmp_path, capsys):
+    root = scans[0]
+    common = ["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+              "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "Mandible",
+              "--query", str(root / "query.nrrd"), "--k", "3"]
+    assert cli.main([*common, "--out", str(tmp_path / "fine.json")]) == 0
+    printed = capsys.readouterr().err
+    result = json.loads((tmp_path / "fine.json").read_text(encoding="utf-8"))
+    warnings = []
+    for organ, entry in result["organs"].items():
+        checks = entry["checks"]
+        assert set(checks) == {"points_on_scan_edge", "remaining_move_mm", "warnings"}
+        assert set(checks["points_on_scan_edge"]) <= set(entry["extreme_points_lps_mm"])
+        assert checks["remaining_move_mm"] >= 0
+        warnings += [f"{organ}: {w}" for w in checks["warnings"]]
+    assert [line.split(": ", 2)[-1] for line in printed.splitlines() if line.startswith("warning:")] == \
+        [w.split(": ", 1)[1] for w in warnings]
+    # two coarse steps: no fine model to ask, so only the edge is checked
+    assert cli.main([*common, "--coarse-only", "--out", str(tmp_path / "coarse.json")]) == 0
+    result = json.loads((tmp_path / "coarse.json").read_text(encoding="utf-8"))
+    assert all(e["checks"]["remaining_move_mm"] is None for e in result["organs"].values())
+
+
 def test_size_prior_draws_the_box(scans, trained, tmp_path, capsys):
     root = scans[0]
 

@@ -150,7 +150,9 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
     """One query of the series, with the settings `prepared` holds; its result (and overlay) written atomically."""
     from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, size_prior_box_points
     from rprloc_core.geometry.space import index_to_lps
-    from rprloc_core.rprloc.inference import localize
+    from rprloc_core.rprloc.answer_checks import organ_checks
+    from rprloc_core.rprloc.config import RELEASE_REMAINING_MOVE_WARN_MM
+    from rprloc_core.rprloc.inference import localize, remaining_moves_mm
 
     query_image = read_ct(query_path, "query")
     query = preprocess(query_image, {}, prepared.base_spacing, "query", str(query_path))
@@ -161,6 +163,10 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
                       organ_of_point=organ_of_point, ensemble=settings["ensemble"], starts=settings["starts"],
                       support_embeddings=prepared.embeddings)
     predicted = result.points_by_organ()
+    # No labels in a query: say when an answer does not hold up (the organ cut by the scan or missing).
+    moves = None if prepared.fine is None else remaining_moves_mm(query.volume, result.points_mm, prepared.fine,
+                                                                  prepared.embeddings["fine"])
+    checks = organ_checks(query.volume, result.points_mm, organ_of_point, moves)
     support_points = {o: points[np.asarray(organ_of_point) == o] for o in predicted}
     # The box: around the predicted points, or (size prior > 0) the support's landmarks placed on
     # their mean with an extent blended from the support's box and theirs (notebook 04).
@@ -180,7 +186,10 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
     for organ, pts_mm in predicted.items():
         box = box_report(grid, query_image, query.mm_to_idx(boxed[organ]))
         pts_lps = index_to_lps(grid, query.mm_to_idx(pts_mm))
-        report["organs"][organ] = {**box, "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist()))}
+        report["organs"][organ] = {**box, "extreme_points_lps_mm": dict(zip(EXTREME_POINT_NAMES, pts_lps.tolist())),
+                                   "checks": checks[organ]}
+        for warning in checks[organ]["warnings"]:
+            print(f"warning: {Path(query_path).name}: {organ}: {warning}", file=sys.stderr)
     write_result(out, report)
     print(f"wrote {out}: {', '.join(report['organs'])} ({result.wall_s_per_organ:.2f} s per organ)")
     if overlay is not None:
