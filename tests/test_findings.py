@@ -70,3 +70,24 @@ def test_centre_rule_findings_need_a_gain_on_every_support():
     mixed = frame({ours: (0, 0, 0), "size prior 0.5, centre: median": (4.0, 2.0, -0.5)})   # +1.8 on average
     text = findings.centre_rule_findings(mixed, ours)
     assert text.startswith("**No centre passes") and "up on 2 of 3 supports" in text
+
+
+def test_answer_check_findings_follow_the_table_and_flag_a_stale_cli_threshold():
+    from rprloc_core.experiments.answer_checks import checks_table
+
+    rows = []
+    for variant, moves, edges in (("whole scan", [5.0, 6.0, 7.0, 30.0], [0, 0, 1, 0]),
+                                  ("scan below the organs", [25.0, 35.0, 40.0, 9.0], [1, 1, 0, 1])):
+        for i, (move, edge) in enumerate(zip(moves, edges)):
+            whole = variant == "whole scan"
+            rows.append({"variant": variant, "organ": f"organ {i}", "organ_in_scan": 1.0 if whole else 0.0,
+                         "points_on_edge": edge, "remaining_move_mm": move,
+                         "iou_pct": 40.0 - 20 * (move > 14 or edge) if whole else np.nan})
+    table = checks_table(pd.DataFrame(rows), 14.0)
+    text = findings.answer_check_findings(table, 14.0, 14.0)
+    assert "the CLI warns above the same" in text
+    assert "move warns of 25.0 % of the organs in whole scans" in text
+    assert "score 20.0 % IoU against 40.0 %" in text
+    assert "move warns of 75.0 % and the two checks together of 100.0 %" in text
+    assert "mid-brainstem" not in text and "ends inside" not in text
+    assert "update rprloc.config.RELEASE_REMAINING_MOVE_WARN_MM" in findings.answer_check_findings(table, 14.0, 15.0)

@@ -18,6 +18,7 @@ functions draw what they are given.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -227,6 +228,43 @@ def run_spread_figure(spread_frame, bad_iou_pct: float):
     axes[0].legend(fontsize=7)
     fig.suptitle("Does a wide spread of the K runs flag a bad box? (Mc + Mf, test queries, every support)",
                  fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def answer_checks_figure(per_query_frame, threshold_mm: float, variants):
+    """Left: the fine model's remaining move from each organ's answer, per scan variant (organs found
+    in whole scans, missing from scans cut below them, cut by a scan ending mid-brainstem), with the
+    warning threshold. Right: whole scans only, the box IoU against the remaining move, coloured by
+    organ; boxes with a point on the scan's edge ringed."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    bins = np.logspace(np.log10(max(per_query_frame.remaining_move_mm.min(), 0.5)),
+                       np.log10(per_query_frame.remaining_move_mm.max()), 40)
+    for variant in variants:
+        part = per_query_frame[per_query_frame.variant == variant]
+        if len(part):
+            axes[0].hist(part.remaining_move_mm, bins=bins, histtype="step", linewidth=1.5,
+                         label=f"{variant} ({len(part)} organs)")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("remaining move of the fine model (mean over the organ's points, mm)")
+    axes[0].set_ylabel("organs")
+    whole = per_query_frame[per_query_frame.variant == variants[0]]
+    for organ, part in whole.groupby("organ", sort=False):
+        axes[1].scatter(part.remaining_move_mm, part.iou_pct, s=12, alpha=0.6, color=ORGAN_COLOURS.get(organ),
+                        label=organ)
+    edge = whole[whole.points_on_edge > 0]
+    axes[1].scatter(edge.remaining_move_mm, edge.iou_pct, s=50, facecolors="none", edgecolors="k", linewidths=0.8,
+                    label="a point on the scan's edge")
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("remaining move (mm)")
+    axes[1].set_ylabel("box IoU (%)")
+    for ax in axes:
+        ax.xaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100]))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.axvline(threshold_mm, ls="--", color="gray", label=f"warning above {threshold_mm:g} mm")
+        ax.legend(fontsize=7)
+    fig.suptitle("Does the answer check itself? Default schedule, test queries, every support", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from rprloc_core.experiments import models
+from rprloc_core.experiments.answer_checks import VARIANTS
 from rprloc_core.experiments.paper import (
     CLEAR_MARGIN_PTS,
     RPRLOC_LABEL,
@@ -234,6 +235,32 @@ def spread_findings(table: pd.DataFrame, bad_iou_pct: float) -> str:
             f"({organs['AUC: spread flags them'].min():.2f}-{organs['AUC: spread flags them'].max():.2f} per organ): "
             f"{verdict}. A wide spread means the K runs disagree, which happens where the networks are unsure, "
             "but a tight spread is no guarantee: runs can agree on the wrong place.")
+
+
+def answer_check_findings(table: pd.DataFrame, threshold_mm: float, cli_threshold_mm: float) -> str:
+    """How often the answer checks fire on whole scans and on cut ones, from `answer_checks.checks_table`
+    (test queries), and whether the CLI's threshold is the one chosen on validation patients."""
+    rows = table.set_index("scan")
+    move = f"remaining move > {threshold_mm:g} mm %"
+    whole, missing = rows.loc[VARIANTS[0]], rows.loc[VARIANTS[1]] if VARIANTS[1] in rows.index else None
+    lines = [f"On validation patients 90 % of the organs found in whole scans ask for a remaining move of at most "
+             f"{threshold_mm:g} mm; " + ("the CLI warns above the same." if threshold_mm == cli_threshold_mm else
+                                        f"the CLI still warns above {cli_threshold_mm:g} mm: update "
+                                        "rprloc.config.RELEASE_REMAINING_MOVE_WARN_MM.")]
+    lines.append(f"On the test queries the move warns of {whole[move]:.1f} % of the organs in whole scans, and the "
+                 f"edge check of {whole['on the edge %']:.1f} %; the boxes warned of by either score "
+                 f"{whole['IoU % warned of']:.1f} % IoU against {whole['IoU % not warned of']:.1f} % for the others.")
+    if missing is not None:
+        lines.append(f"Of the organs missing from a scan cut below them, the move warns of {missing[move]:.1f} % "
+                     f"and the two checks together of {missing['either %']:.1f} % (median move "
+                     f"{missing['median remaining move mm']:.0f} mm against {whole['median remaining move mm']:.0f} "
+                     "mm in whole scans).")
+    if VARIANTS[2] in rows.index:
+        cut = rows.loc[VARIANTS[2]]
+        lines.append(f"Where the scan ends inside the brainstem ({cut['organ slices in scan %']:.0f} % of the organs' "
+                     f"slices kept), {cut['either %']:.0f} % of the organs are warned of, most by the edge check "
+                     f"({cut['on the edge %']:.0f} %): their boxes are cut by the scan.")
+    return " ".join(lines)
 
 
 def few_shot_findings(table: pd.DataFrame) -> str:
