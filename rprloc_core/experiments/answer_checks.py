@@ -78,7 +78,7 @@ def compute_pair(settings, support_id: str, query_id: str, k: int) -> None:
     volume, points, organ_of_point, embeddings = _support(settings, support_id, wanted)
     models, schedule = main_models(settings), schedules.default_schedule(settings)
     arrays = {}
-    for i, (variant, (first, stop)) in enumerate(cut_ranges(query).items()):
+    for variant, (first, stop) in cut_ranges(query).items():
         scan = cut_volume(query.volume, first, stop)
         result = localize(scan, (volume, points), models["coarse"], models["fine"],
                           rng=case_rng(settings.seed, query_id, support_id), schedule=schedule.steps, k=k,

@@ -18,10 +18,10 @@ functions draw what they are given.
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
 from rprloc_core.data import cases, dataset
 from rprloc_core.data.organs import HAN_ORGANS
