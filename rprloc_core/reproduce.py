@@ -11,8 +11,10 @@ and passes them to `load_settings`, so they reach every computation, worker proc
 Notebook sources are the py:percent files `notebooks/NN_*.py` (the paired .ipynb are kept in step
 by jupytext). Executed copies go to `results/<profile>/executed/`, and `manifest.json` records the
 settings, overrides, parameters, seed, git commit, package versions and wall time of every
-notebook. A notebook that fails stops the run; the ones before it keep their results. A demo run
-into the committed results/ also rewrites README.md's results section from the summary notebook.
+notebook. The notebooks run with torch's and oneDNN's instruction set capped at AVX2 (`KERNEL_ISA`),
+so that every x86-64 machine gives the same numbers. A notebook that fails stops the run; the ones
+before it keep their results. A demo run into the committed results/ also rewrites README.md's
+results section from the summary notebook.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -37,6 +40,25 @@ from rprloc_core.settings import SettingsError, load_settings, parse_assignments
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 README_PROFILE = "demo"      # the profile whose summary is README.md's results section
 PACKAGES = ("torch", "numpy", "SimpleITK", "pandas", "matplotlib", "papermill", "jupytext", "ipywidgets")
+
+
+# The same numbers on every x86-64 machine. torch's own kernels and oneDNN use the widest vector
+# instructions the CPU has, and AVX-512 rounds differently from AVX2. Most tables do not notice, but
+# PIN's repeated moves and CC2D's arg-max carry the last bits into the boxes: on an AVX-512 EPYC
+# (2026-11-28) five committed tables drifted past `compare_results`' tolerance, and with both capped
+# at AVX2 none did. The notebooks' kernels (and their worker processes) inherit the cap; a value the
+# user has set is kept.
+KERNEL_ISA = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def cap_kernel_isa(machine: str | None = None) -> dict:
+    """Cap torch's and oneDNN's instruction set at AVX2 for the processes started from here (on
+    x86-64 only); returns the settings in force."""
+    if (machine or platform.machine()).lower() not in ("x86_64", "amd64"):
+        return {}
+    for name, value in KERNEL_ISA.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in KERNEL_ISA}
 
 
 def notebook_sources(only=None) -> list[Path]:
@@ -133,7 +155,7 @@ def main(argv=None) -> int:
                      "seed": settings.seed,
                      "git_commit": git_commit(), "packages": package_versions(),
                      "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                                 "cpus": __import__("os").cpu_count()}})
+                                 "cpus": os.cpu_count(), "kernel_isa": cap_kernel_isa()}})
     manifest.setdefault("notebooks", {})
     manifest.pop("profile_settings", None)   # the untyped copy older runs wrote
     for source in sources:
