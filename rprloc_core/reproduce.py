@@ -151,11 +151,12 @@ def main(argv=None) -> int:
     results = results_dir(args.profile)
     manifest_path = results / "manifest.json"
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    kernel_isa = cap_kernel_isa()          # before any notebook starts: its kernel inherits the cap
     manifest.update({"profile": args.profile, "settings": settings.to_dict(), "overrides": overrides,
                      "seed": settings.seed,
                      "git_commit": git_commit(), "packages": package_versions(),
                      "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                                 "cpus": os.cpu_count(), "kernel_isa": cap_kernel_isa()}})
+                                 "cpus": os.cpu_count(), "kernel_isa": kernel_isa}})
     manifest.setdefault("notebooks", {})
     manifest.pop("profile_settings", None)   # the untyped copy older runs wrote
     for source in sources:
