@@ -12,8 +12,6 @@ is warned of); the test queries report how often each check fires.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import pandas as pd
 
@@ -21,14 +19,14 @@ from rprloc_core.data import dataset
 from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.evaluation.jobs import run_jobs
 from rprloc_core.evaluation.predictions import PredictionCache
-from rprloc_core.evaluation.protocol import Protocol, case_rng, organ_landmarks_mm
+from rprloc_core.evaluation.protocol import Protocol, case_rng
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments import schedules
 from rprloc_core.experiments.models import models_hash
-from rprloc_core.experiments.rprloc_predictions import main_models
+from rprloc_core.experiments.rprloc_predictions import main_models, support_landmarks
 from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.answer_checks import organ_checks
-from rprloc_core.rprloc.inference import encode_supports, localize, remaining_moves_mm, stack_organ_landmarks
+from rprloc_core.rprloc.inference import localize, remaining_moves_mm
 
 VARIANTS = ("whole scan", "scan below the organs", "scan ends mid-brainstem")
 MARGIN_MM = 10.0            # the cut below the organs leaves this much between the scan and the lowest organ
@@ -61,21 +59,14 @@ def _cache(settings, k: int) -> PredictionCache:
     return PredictionCache.for_method(settings, "rprloc-answer-checks", key)
 
 
-@lru_cache(maxsize=8)
-def _support(settings, support_id: str, organs: tuple) -> tuple:
-    support = dataset.load_case(settings, support_id)
-    points, organ_of_point, _ = stack_organ_landmarks(organ_landmarks_mm(support, list(organs), "extreme"))
-    models = main_models(settings)
-    return support.volume, points, tuple(organ_of_point), encode_supports((support.volume, points), models)
-
-
 def compute_pair(settings, support_id: str, query_id: str, k: int) -> None:
     store = _cache(settings, k)
     if store.has(support_id, query_id):
         return
     query = dataset.load_case(settings, query_id)
     wanted = tuple(o for o in HAN_ORGANS if o in query.labels)
-    volume, points, organ_of_point, embeddings = _support(settings, support_id, wanted)
+    volume = dataset.load_case(settings, support_id).volume
+    points, organ_of_point, embeddings = support_landmarks(settings, support_id, wanted, "extreme")
     models, schedule = main_models(settings), schedules.default_schedule(settings)
     arrays = {}
     for variant, (first, stop) in cut_ranges(query).items():
