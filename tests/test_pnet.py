@@ -47,6 +47,24 @@ def test_head_activation_option():
         PNet("lung", 2, (8, 8, 8))
 
 
+def test_first_block_width_option_and_its_checkpoint(tmp_path):
+    default, narrow = PNet("han", 4, (8, 16, 16)), PNet("han", 4, (8, 16, 16), first_width=4)
+    widths = [layer_table(m).set_index("layer").loc["encoder.block1", "output_shape"][0] for m in (default, narrow)]
+    assert widths == [8, 4]
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in default.parameters())
+    assert "first_width" not in default.config   # released checkpoints' configs stay as they were written
+    save_checkpoint(tmp_path / "narrow.pt", narrow)
+    loaded = load_pnet(tmp_path / "narrow.pt")
+    assert loaded.config == narrow.config and loaded.config["first_width"] == 4
+    x = torch.randn(2, 1, 8, 16, 16)
+    narrow.eval()
+    with torch.no_grad():
+        assert torch.equal(narrow(x), loaded(x))
+    for bad in (0, 2.5, -1):
+        with pytest.raises(ValueError, match="first_width"):
+            PNet("han", 4, (8, 16, 16), first_width=bad)
+
+
 def test_wrong_patch_shape_is_a_clear_error():
     with pytest.raises(ValueError, match="expects patches"):
         PNet("han", 2, (8, 8, 8))(torch.zeros(1, 1, 8, 8, 9))

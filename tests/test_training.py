@@ -58,6 +58,14 @@ def test_short_training_lowers_validation_loss(volumes, tmp_path):
     assert plot_history(history).get_ylabel().startswith("offset MSE")
 
 
+def test_first_block_width_reaches_the_trained_model(volumes, tmp_path):
+    train, val = volumes
+    train_pnet(small_config(steps=10, first_width=2), train, val, tmp_path, device="cpu", progress=False)
+    best = load_pnet(tmp_path / "best.pt")
+    assert best.config["first_width"] == 2 and best.encoder.block1.shortcut.out_channels == 2
+    assert read_checkpoint(tmp_path / "best.pt")["extra"]["train_config"]["first_width"] == 2
+
+
 def test_resume_gives_the_same_weights_as_one_run(volumes, tmp_path):
     train, val = volumes
     config = small_config(steps=8, val_every=3, lr_decay_every=4, mode="fine", fine_range_vox=(4, 6, 6),

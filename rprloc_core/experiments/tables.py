@@ -102,7 +102,7 @@ def pnet_settings_table(settings) -> pd.DataFrame:
 def pnet_layer_table(settings, name: str) -> tuple[pd.DataFrame, dict]:
     """The layer table of one main Pnet, and a description (patch in voxels and mm, parameters)."""
     c = models.train_configs(settings)[name]
-    net = PNet(c.variant, c.base_width, c.patch_size, c.r_mm)
+    net = PNet(c.variant, c.base_width, c.patch_size, c.r_mm, first_width=c.first_width)
     grid = [s * c.downsample for s in settings.preprocess.spacing_zyx]
     return layer_table(net, c.patch_size), {
         "patch_voxels": tuple(c.patch_size), "grid_mm": grid,

@@ -40,6 +40,7 @@ class TrainConfig:
     mode: str = "coarse"                      # 'coarse' | 'fine'
     variant: str = "han"                      # 'han' | 'pancreas'
     base_width: int = 16
+    first_width: int | None = None            # channels of the first block (None: 2 x base_width)
     patch_size: tuple = (16, 16, 16)
     r_mm: float | tuple = 300.0               # scalar or per-axis (z, y, x)
     downsample: int | tuple = 1               # of the base grid, e.g. 2: 3x2x2 mm -> 6x4x4 mm

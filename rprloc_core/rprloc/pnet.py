@@ -117,10 +117,15 @@ def _pool_kernel(size) -> tuple[int, int, int]:
 
 class PNet(nn.Module):
     """Pnet encoder. `r_mm` (scalar or per-axis) and `spacing_mm` (the grid it works on) travel
-    with the model so that inference can rebuild that grid and scale the offsets."""
+    with the model so that inference can rebuild that grid and scale the offsets.
+
+    `first_width`: channels of the first residual block (None: 2 x base_width, the released models'
+    and the authors' choice). That block works at the patch's full resolution and holds about three
+    quarters of the FLOPs, so base_width there makes a patch about 2.5 times fewer FLOPs
+    (benchmarks/rprloc_inference.py times both)."""
 
     def __init__(self, variant: str = "han", base_width: int = 16, patch_size=(16, 64, 64),
-                 r_mm=300.0, spacing_mm=None, head_activation: str | None = None):
+                 r_mm=300.0, spacing_mm=None, head_activation: str | None = None, first_width: int | None = None):
         super().__init__()
         if variant not in BLOCK_KERNELS:
             raise ValueError(f"variant must be one of {sorted(BLOCK_KERNELS)}, not {variant!r}")
@@ -134,9 +139,12 @@ class PNet(nn.Module):
         self.r_mm = _plain(r_mm)
         self.spacing_mm = None if spacing_mm is None else _plain(spacing_mm)
         self.head_activation = head_activation
+        if first_width is not None and (int(first_width) != first_width or first_width < 1):
+            raise ValueError(f"first_width must be a positive whole number or None, not {first_width!r}")
+        self.first_width = None if first_width is None else int(first_width)
 
         b = self.base_width
-        channels = (2 * b, 2 * b, 4 * b, 8 * b, 4 * b)
+        channels = (self.first_width or 2 * b, 2 * b, 4 * b, 8 * b, 4 * b)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         size = np.asarray(self.patch_size)
         cin = 1
@@ -163,9 +171,13 @@ class PNet(nn.Module):
 
     @property
     def config(self) -> dict:
-        """Everything needed to rebuild this architecture (plain Python types only)."""
-        return {"variant": self.variant, "base_width": self.base_width, "patch_size": list(self.patch_size),
-                "r_mm": self.r_mm, "spacing_mm": self.spacing_mm, "head_activation": self.head_activation}
+        """Everything needed to rebuild this architecture (plain Python types only). `first_width`
+        only when set, so the released checkpoints' configs (written before it) stay as they are."""
+        config = {"variant": self.variant, "base_width": self.base_width, "patch_size": list(self.patch_size),
+                  "r_mm": self.r_mm, "spacing_mm": self.spacing_mm, "head_activation": self.head_activation}
+        if self.first_width is not None:
+            config["first_width"] = self.first_width
+        return config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != (1, *self.patch_size):

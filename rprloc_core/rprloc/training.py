@@ -65,7 +65,7 @@ def build_model(config: TrainConfig, spacing_mm) -> PNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(np.random.SeedSequence([config.seed, 7]).generate_state(1)[0]))
         return PNet(config.variant, config.base_width, config.patch_size, config.r_mm,
-                    spacing_mm=spacing_mm, head_activation=config.head_activation)
+                    spacing_mm=spacing_mm, head_activation=config.head_activation, first_width=config.first_width)
 
 
 class GridPatches:
