@@ -49,7 +49,8 @@ smoke: $(VENV)/.installed
 COMPARE_FINE ?=
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/data_pipeline.py --profile $(PROFILE)
-	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE) $(if $(COMPARE_FINE),--compare-fine $(COMPARE_FINE))
+	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE) $(if $(COMPARE_FINE),--compare-fine $(COMPARE_FINE)) \
+		$(if $(COMPARE_COARSE),--compare-coarse $(COMPARE_COARSE))
 	$(PY) benchmarks/widget_redraw.py --profile $(PROFILE)
 	$(PY) benchmarks/localize_series.py --profile $(PROFILE)
 	$(PY) benchmarks/training_allocator.py --profile $(PROFILE)

@@ -218,10 +218,11 @@ def measure(task: dict) -> dict:
     torch.set_num_threads(task["threads"])
     inputs = load_inputs(task["profile"])
     coarse, fine = inputs["models"]["coarse"], inputs["models"]["fine"]
-    if task.get("fine_file"):                           # --compare-fine: another Mf in the same schedule
+    if task.get("coarse_file") or task.get("fine_file"):   # --compare-coarse/-fine: other models, same schedule
         from rprloc_core.rprloc.pnet import load_pnet
 
-        fine = load_pnet(task["fine_file"])
+        coarse = load_pnet(task["coarse_file"]) if task.get("coarse_file") else coarse
+        fine = load_pnet(task["fine_file"]) if task.get("fine_file") else fine
     query, support, points, organs = inputs["query"], inputs["support"], inputs["points"], inputs["organs"]
     n_organs = len(set(organs))
     if task["kind"] == "template":
@@ -370,18 +371,26 @@ def markdown(report: dict) -> str:
         rows.append(f"Default schedule with the support's embeddings computed once and reused (a series of queries, "
                     f"the widget): {reused['1']['per_organ_s']:.3f} / {reused['2']['per_organ_s']:.3f} s/organ "
                     "on 1 / 2 threads.")
-    compared = report.get("default_with_compared_fine")
+    compared = report.get("default_with_compared_models")
     if compared:
         mine = default["this"]
-        rows.append(f"Default schedule with another fine model, same run (width {compared['base_width']}, sha256 "
-                    f"{compared['fine_sha256'][:12]}): {compared['embedded']['1']['per_organ_s']:.3f} / "
+        fastest_tm = report["template_matching"][report["fastest_template_matching"]]["2"]["per_organ_s"]
+        described = ", ".join(f"{role} width {m['base_width']}"
+                              + (f" first block {m['first_width']}" if m.get("first_width") else "")
+                              + f" sha256 {m['sha256'][:12]}" for role, m in compared["models"].items())
+        rows.append(f"Default schedule with other models, same run ({described}): "
+                    f"{compared['embedded']['1']['per_organ_s']:.3f} / "
                     f"{compared['embedded']['2']['per_organ_s']:.3f} s/organ on 1 / 2 threads, "
                     f"{compared['reused']['1']['per_organ_s']:.3f} / {compared['reused']['2']['per_organ_s']:.3f} with "
-                    "the support reused; the profile's Mf is "
-                    f"{compared['embedded']['1']['per_organ_s'] / mine['1']['per_organ_s']:.1f} / "
-                    f"{compared['embedded']['2']['per_organ_s'] / mine['2']['per_organ_s']:.1f}x faster (embedded) and "
-                    f"{compared['reused']['1']['per_organ_s'] / reused['1']['per_organ_s']:.1f} / "
-                    f"{compared['reused']['2']['per_organ_s'] / reused['2']['per_organ_s']:.1f}x (reused).")
+                    "the support reused: "
+                    f"{mine['1']['per_organ_s'] / compared['embedded']['1']['per_organ_s']:.1f} / "
+                    f"{mine['2']['per_organ_s'] / compared['embedded']['2']['per_organ_s']:.1f}x the speed of the "
+                    "profile's models (embedded) and "
+                    f"{reused['1']['per_organ_s'] / compared['reused']['1']['per_organ_s']:.1f} / "
+                    f"{reused['2']['per_organ_s'] / compared['reused']['2']['per_organ_s']:.1f}x (reused); the fastest "
+                    "template matching's time over theirs on 2 threads: "
+                    f"{fastest_tm / compared['embedded']['2']['per_organ_s']:.1f}x (embedded), "
+                    f"{fastest_tm / compared['reused']['2']['per_organ_s']:.1f}x (reused).")
     rows.append("")
     rows.append("Batch size (patches per network call), ms per patch, best of 5 interleaved rounds "
                 f"(the engine's default: {report['default_batch_size']}):")
@@ -412,6 +421,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--compare-fine", type=Path, default=None, metavar="CHECKPOINT",
                         help="also time the default schedule with this fine model in place of the profile's (e.g. a "
                              "previous release's Mf, from git: git show <commit>:weights/<release>/fine.pt > f.pt)")
+    parser.add_argument("--compare-coarse", type=Path, default=None, metavar="CHECKPOINT",
+                        help="likewise with this coarse model (with --compare-fine: both in the same timing)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -450,17 +461,19 @@ def main(argv=None) -> dict:
     default_reused = {str(t): run_child(task(default, "this", t, reuse_support=True)) for t in (1, 2)}
     schedules[default.label]["this, support embeddings reused"] = default_reused
     compared = None
-    if args.compare_fine:                               # the same run, so the ratio is a side-by-side one
+    files = {role: path for role, path in (("coarse", args.compare_coarse), ("fine", args.compare_fine)) if path}
+    if files:                                           # the same run, so the ratio is a side-by-side one
         from rprloc_core.experiments.weights import sha256
         from rprloc_core.rprloc.pnet import load_pnet
 
-        other = load_pnet(args.compare_fine)
-        compared = {"fine_sha256": sha256(args.compare_fine), "base_width": other.base_width,
-                    "embedded": {str(t): run_child(task(default, "this", t, fine_file=str(args.compare_fine)))
-                                 for t in (1, 2)},
-                    "reused": {str(t): run_child(task(default, "this", t, fine_file=str(args.compare_fine),
-                                                      reuse_support=True)) for t in (1, 2)}}
-        print(f"default schedule, compared Mf (width {other.base_width}): " + "  ".join(
+        others = {role: load_pnet(path) for role, path in files.items()}
+        chosen = {f"{role}_file": str(path) for role, path in files.items()}
+        compared = {"models": {role: {"sha256": sha256(files[role]), "base_width": m.base_width,
+                                      "first_width": m.first_width} for role, m in others.items()},
+                    "embedded": {str(t): run_child(task(default, "this", t, **chosen)) for t in (1, 2)},
+                    "reused": {str(t): run_child(task(default, "this", t, reuse_support=True, **chosen))
+                               for t in (1, 2)}}
+        print(f"default schedule, compared {' and '.join(files)}: " + "  ".join(
             f"{how} {t} thr {compared[how][t]['per_organ_s']:.3f}" for how in ("embedded", "reused")
             for t in ("1", "2")), flush=True)
     for label, acc in accuracy_table(args.profile).items():
@@ -496,7 +509,7 @@ def main(argv=None) -> dict:
                                for role, model in inputs["models"].items()},
         "default_vs_fastest_template_matching_2_threads":
             template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],
-        "default_with_compared_fine": compared,
+        "default_with_compared_models": compared,
         "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
         "load_average_1_5_15min": list(os.getloadavg()), "python": platform.python_version(),
         "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
