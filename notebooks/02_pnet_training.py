@@ -350,8 +350,10 @@ plt.show()
 # offsets on the same training pairs, which converged faster than training from scratch (74 mm^2 at
 # 1,250 steps; the release from scratch had 164 mm^2 at 500 steps and 74 at 5,000). Stopped at
 # 1,250 steps it loses 2.1 points (1.5 with the size prior): **a fail at a partial step**, not a
-# verdict on the design; its validation loss was still falling (79 -> 74 mm^2 over the last 125
-# steps). Timed together in one run of `benchmarks/rprloc_inference.py` (`--compare-coarse`,
+# verdict on the design. Resumed later the same day to 1,750 steps, its validation loss stopped
+# falling (70.7-75.6 mm^2), and its best checkpoint (1,375 steps) lost 2.2 points (size prior 2.5)
+# on the 9 supports: the 8-channel first block may be too narrow for the fine model, and a middle
+# width is the next candidate. Timed together in one run of `benchmarks/rprloc_inference.py` (`--compare-coarse`,
 # `--compare-fine`), the two cheaper models take the default schedule from 0.055 to 0.034 s per
 # organ on two threads with the support embedded and to 0.015 s with it reused: 6.3x and 13.9x
 # faster than the fastest template matching in that run (the released models: 3.9x). The candidates'
