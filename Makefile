@@ -45,8 +45,10 @@ smoke: $(VENV)/.installed
 	$(PY) -m rprloc_core.reproduce --profile smoke
 
 # COMPARE_FINE=path/to/fine.pt also times the default schedule with that fine model (e.g. the
-# previous release's: git show <commit>:weights/openkbp-han-demo/fine.pt > old_fine.pt).
+# previous release's: git show <commit>:weights/openkbp-han-demo/fine.pt > old_fine.pt);
+# COMPARE_COARSE likewise for the coarse model (both given: timed together).
 COMPARE_FINE ?=
+COMPARE_COARSE ?=
 benchmarks: $(VENV)/.installed
 	$(PY) benchmarks/data_pipeline.py --profile $(PROFILE)
 	$(PY) benchmarks/rprloc_inference.py --profile $(PROFILE) $(if $(COMPARE_FINE),--compare-fine $(COMPARE_FINE)) \

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from rprloc_core.experiments.schedules import Schedule, default_schedule  # noqa: E402
 from rprloc_core.rprloc.inference import default_batch_size  # noqa: E402
+from rprloc_core.rprloc.pnet import load_pnet  # noqa: E402
 
 DEMO_SHAPE, DEMO_SPACING = (107, 125, 150), (3.0, 2.0, 2.0)
 ORGANS = ("Brainstem", "Mandible", "LeftParotid", "RightParotid")
@@ -96,7 +97,7 @@ def load_inputs(profile: str) -> dict:
 
     from rprloc_core.errors import DataError
     from rprloc_core.experiments.models import model_file
-    from rprloc_core.rprloc.pnet import PNet, load_pnet
+    from rprloc_core.rprloc.pnet import PNet
     from rprloc_core.settings import load_settings
 
     settings = load_settings(profile)
@@ -217,12 +218,9 @@ def measure(task: dict) -> dict:
 
     torch.set_num_threads(task["threads"])
     inputs = load_inputs(task["profile"])
-    coarse, fine = inputs["models"]["coarse"], inputs["models"]["fine"]
-    if task.get("coarse_file") or task.get("fine_file"):   # --compare-coarse/-fine: other models, same schedule
-        from rprloc_core.rprloc.pnet import load_pnet
-
-        coarse = load_pnet(task["coarse_file"]) if task.get("coarse_file") else coarse
-        fine = load_pnet(task["fine_file"]) if task.get("fine_file") else fine
+    # --compare-coarse / --compare-fine: other models in the same schedule
+    coarse = load_pnet(task["coarse_file"]) if task.get("coarse_file") else inputs["models"]["coarse"]
+    fine = load_pnet(task["fine_file"]) if task.get("fine_file") else inputs["models"]["fine"]
     query, support, points, organs = inputs["query"], inputs["support"], inputs["points"], inputs["organs"]
     n_organs = len(set(organs))
     if task["kind"] == "template":
@@ -464,7 +462,6 @@ def main(argv=None) -> dict:
     files = {role: path for role, path in (("coarse", args.compare_coarse), ("fine", args.compare_fine)) if path}
     if files:                                           # the same run, so the ratio is a side-by-side one
         from rprloc_core.experiments.weights import sha256
-        from rprloc_core.rprloc.pnet import load_pnet
 
         others = {role: load_pnet(path) for role, path in files.items()}
         chosen = {f"{role}_file": str(path) for role, path in files.items()}

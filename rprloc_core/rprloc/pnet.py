@@ -121,8 +121,8 @@ class PNet(nn.Module):
 
     `first_width`: channels of the first residual block (None: 2 x base_width, the released models'
     and the authors' choice). That block works at the patch's full resolution and holds about three
-    quarters of the FLOPs, so base_width there makes a patch about 2.5 times fewer FLOPs
-    (benchmarks/rprloc_inference.py times both)."""
+    quarters of the FLOPs, so base_width there gives a patch about 2.4 times fewer FLOPs
+    (`benchmarks/rprloc_inference.py --compare-coarse/--compare-fine` times such models)."""
 
     def __init__(self, variant: str = "han", base_width: int = 16, patch_size=(16, 64, 64),
                  r_mm=300.0, spacing_mm=None, head_activation: str | None = None, first_width: int | None = None):
