@@ -66,6 +66,50 @@ def test_first_block_width_reaches_the_trained_model(volumes, tmp_path):
     assert read_checkpoint(tmp_path / "best.pt")["extra"]["train_config"]["first_width"] == 2
 
 
+def test_a_wider_start_is_cut_to_the_first_block_width(volumes, tmp_path):
+    from rprloc_core.rprloc.pruning import narrow_first_block
+    train, val = volumes
+    train_pnet(small_config(steps=4, val_every=2), train, val, tmp_path / "wide", device="cpu", progress=False)
+    wide = read_checkpoint(tmp_path / "wide" / "best.pt")["state_dict"]
+    train_pnet(small_config(steps=0, first_width=3, init_from=str(tmp_path / "wide" / "best.pt")), train, val,
+               tmp_path / "narrow", device="cpu", progress=False)
+    start = read_checkpoint(tmp_path / "narrow" / "best.pt")["state_dict"]
+    expected = narrow_first_block(wide, 3)
+    assert start["encoder.block1.norm.weight"].shape == (3,)
+    assert all(torch.equal(start[k], expected[k]) for k in expected)
+
+
+def test_a_teacher_replaces_the_true_offsets_in_the_training_loss(volumes, tmp_path):
+    # A teacher whose last layer is zero predicts a zero offset for every pair: a student distilled
+    # from it learns to answer zero, while its validation loss (true offsets) stays high.
+    from rprloc_core.rprloc.pnet import save_checkpoint
+    from rprloc_core.rprloc.training import build_model, pair_errors_mm
+    train, val = volumes
+    config = small_config(steps=30, val_every=10, lr=1e-2, weight_decay=0.0)
+    teacher = build_model(config, [3.0, 2.0, 2.0])
+    with torch.no_grad():
+        teacher.head.fc3.weight.zero_()
+    save_checkpoint(tmp_path / "teacher.pt", teacher)
+    distilled = train_pnet(dataclasses.replace(config, teacher=str(tmp_path / "teacher.pt")), train, val,
+                           tmp_path / "student", device="cpu", progress=False)
+    taught = train_pnet(config, train, val, tmp_path / "truth", device="cpu", progress=False)
+    history = load_history(tmp_path / "student")
+    assert history["train_loss_mm2"].iloc[-1] < 0.05 * history["train_loss_mm2"].iloc[1]
+    assert taught["best_val_loss_mm2"] < 0.8 * history["val_loss_mm2"].iloc[-1]
+    from rprloc_core.rprloc.sampling import draw_training_groups
+    from rprloc_core.rprloc.training import GridPatches
+    groups = draw_training_groups(train, 2, 6, "coarse", np.random.default_rng(5))
+    patches = GridPatches(train, (6, 8, 8), "cpu")(groups)
+    with torch.no_grad():
+        assert float(pair_errors_mm(teacher, patches, groups, (3.0, 2.0, 2.0), 60.0, teacher=teacher).abs().max()) == 0
+    other = build_model(dataclasses.replace(config, patch_size=(6, 6, 6)), [3.0, 2.0, 2.0])
+    save_checkpoint(tmp_path / "other.pt", other)
+    with pytest.raises(ValueError, match="teacher has patch_size"):
+        train_pnet(dataclasses.replace(config, teacher=str(tmp_path / "other.pt")), train, val, tmp_path / "x",
+                   device="cpu", progress=False)
+    assert distilled["steps"] == 30
+
+
 def test_resume_gives_the_same_weights_as_one_run(volumes, tmp_path):
     train, val = volumes
     config = small_config(steps=8, val_every=3, lr_decay_every=4, mode="fine", fine_range_vox=(4, 6, 6),

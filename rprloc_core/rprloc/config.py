@@ -63,7 +63,9 @@ class TrainConfig:
     head_activation: str | None = None
     normalise_loss: bool = True               # optimise mse / mean(r^2); report mm^2 either way
     init_from: str | None = None              # start from these weights (e.g. the r sweep starts
-                                              # from the main model with another r), not random
+                                              # from the main model with another r), not random; a
+                                              # wider first block is cut to first_width (pruning.py)
+    teacher: str | None = None                # distil: learn this Pnet's offsets, not the true ones
 
     def to_dict(self) -> dict:
         """Plain types only (lists, not tuples or arrays), for checkpoints and JSON."""

@@ -3,7 +3,9 @@
 Loss: MSE between predicted and true offsets in mm, averaged over all ordered pairs of every group
 and over the three axes (what torch's MSELoss gives). Reported losses are always mm^2; the
 optimised loss is optionally divided by mean(r^2), a constant that keeps gradients near 1 (Adam is
-almost invariant to it, but weight decay is not, so it is a recorded option).
+almost invariant to it, but weight decay is not, so it is a recorded option). With a `teacher`
+(distillation) the training loss compares with that model's offsets instead of the true ones; the
+validation loss always compares with the true offsets, so histories stay comparable.
 
 Files in `out_dir`: `best.pt` (lowest validation loss; a plain PNet checkpoint), `last.pt` (model,
 optimizer, scheduler, step, RNG state, history: everything a resumed run needs), `history.csv`
@@ -30,12 +32,15 @@ from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
 from rprloc_core.rprloc.pnet import (
     TRAINING_STATE_FORMAT,
+    CheckpointError,
     PNet,
     checkpoint_payload,
+    load_pnet,
     predict_offset_mm,
     read_checkpoint,
     save_checkpoint,
 )
+from rprloc_core.rprloc.pruning import first_block_width, narrow_first_block
 from rprloc_core.rprloc.sampling import (
     PatchGroups,
     draw_training_groups,
@@ -90,14 +95,50 @@ class GridPatches:
         return self._cutters[v].cut(centres)
 
 
-def pair_errors_mm(model: PNet, patches: torch.Tensor, groups: PatchGroups, spacing, r_mm) -> torch.Tensor:
-    """(pred - true) offsets in mm for every ordered pair, shape (G, n (n - 1), 3)."""
+def pair_errors_mm(model: PNet, patches: torch.Tensor, groups: PatchGroups, spacing, r_mm,
+                   teacher: PNet | None = None) -> torch.Tensor:
+    """(pred - target) offsets in mm for every ordered pair, shape (G, n (n - 1), 3). The target is
+    the true offset, or with a `teacher` that model's predicted offset (distillation)."""
     g, n = groups.centres.shape[:2]
-    p = model(patches).view(g, n, 3)
-    pred = predict_offset_mm(p[:, :, None, :], p[:, None, :, :], r_mm)       # [g, i, j]: query j -> support i
-    true = torch.as_tensor(pair_offsets_mm(groups.centres, spacing), dtype=pred.dtype, device=pred.device)
+    pred = _pair_offsets_mm(model, patches, g, n, r_mm)
+    if teacher is None:
+        target = torch.as_tensor(pair_offsets_mm(groups.centres, spacing), dtype=pred.dtype, device=pred.device)
+    else:
+        with torch.no_grad():
+            target = _pair_offsets_mm(teacher, patches, g, n, teacher.r_mm)
     mask = torch.as_tensor(off_diagonal(n), device=pred.device)
-    return (pred - true)[:, mask]
+    return (pred - target)[:, mask]
+
+
+def _pair_offsets_mm(model: PNet, patches: torch.Tensor, g: int, n: int, r_mm) -> torch.Tensor:
+    p = model(patches).view(g, n, 3)
+    return predict_offset_mm(p[:, :, None, :], p[:, None, :, :], r_mm)       # [g, i, j]: query j -> support i
+
+
+def start_weights(path, model: PNet) -> dict:
+    """The state dict `config.init_from` names, for `model`. A checkpoint whose first block is
+    wider than the model's is cut to it (`pruning.narrow_first_block`); any other difference
+    fails in load_state_dict as before."""
+    state = read_checkpoint(path)["state_dict"]
+    width = first_block_width(model.state_dict())
+    if first_block_width(state) > width:
+        state = narrow_first_block(state, width)
+    return state
+
+
+def load_teacher(path, model: PNet, device) -> PNet:
+    """The Pnet whose offsets a distilled model learns: it must see the same patches on the same
+    grid and predict within the same range, or its offsets would not be the student's to learn."""
+    teacher = load_pnet(path, device=device)
+    for key in ("patch_size", "spacing_mm", "r_mm"):
+        if _plain(getattr(teacher, key)) != _plain(getattr(model, key)):
+            raise CheckpointError(path, f"teacher has {key}={getattr(teacher, key)!r}, the model trained "
+                                        f"has {getattr(model, key)!r}")
+    return teacher.eval().requires_grad_(False)
+
+
+def _plain(value):
+    return None if value is None else np.round(np.asarray(value, dtype=float), 6).tolist()
 
 
 @torch.no_grad()
@@ -164,7 +205,8 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
     rng = np.random.default_rng(train_seq)
     model = build_model(config, [float(s) for s in spacing]).to(device)
     if config.init_from and not last_path.exists():
-        model.load_state_dict(read_checkpoint(config.init_from)["state_dict"])
+        model.load_state_dict(start_weights(config.init_from, model))
+    teacher = load_teacher(config.teacher, model, device) if config.teacher else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_decay_every, gamma=config.lr_decay)
     # "calls": how many calls trained this run; above one, the run was paused and resumed, which a
@@ -223,7 +265,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
                                       config.mode, rng, config.fine_range_vox, config.local_fraction,
                                       config.local_range_vox)
         patches = train_patches(groups)
-        err = pair_errors_mm(model, patches, groups, spacing, r_mm)
+        err = pair_errors_mm(model, patches, groups, spacing, r_mm, teacher)
         mse_mm2 = err.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         (mse_mm2 / r2).backward()
