@@ -55,7 +55,8 @@ benchmarks: $(VENV)/.installed
 		$(if $(COMPARE_COARSE),--compare-coarse $(COMPARE_COARSE))
 	$(PY) benchmarks/widget_redraw.py --profile $(PROFILE)
 	$(PY) benchmarks/localize_series.py --profile $(PROFILE)
-	$(PY) benchmarks/training_allocator.py --profile $(PROFILE)
+	$(PY) benchmarks/training_allocator.py --profile $(PROFILE) --model coarse
+	$(PY) benchmarks/training_allocator.py --profile $(PROFILE) --model fine
 
 clean-env:
 	rm -rf $(VENV)
