@@ -123,6 +123,9 @@ class InferenceSettings:
 class RprlocSettings:
     coarse: TrainConfig
     fine: TrainConfig
+    # A Pnet the fine model learns from (distillation): trained first, released beside the others.
+    # The fine model names it in `teacher` / `init_from` as "fine_teacher".
+    fine_teacher: TrainConfig | None = None
     sweep: SweepSettings = field(default_factory=SweepSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
 
@@ -315,8 +318,9 @@ def load_settings(name_or_path: str, overrides: dict | None = None) -> Settings:
             node = node.setdefault(key, {})
         node[leaf] = value
     # a Pnet's seed defaults to the profile's seed
-    for model in ("coarse", "fine"):
-        raw.get("rprloc", {}).get(model, {}).setdefault("seed", raw.get("seed", 0))
+    for model in ("coarse", "fine", "fine_teacher"):
+        if model in raw.get("rprloc", {}):
+            raw["rprloc"][model].setdefault("seed", raw.get("seed", 0))
     raw["overrides"] = tuple((k, v) for k, v in (overrides or {}).items())
     try:
         return _build(Settings, raw, where=path.name)
@@ -347,7 +351,7 @@ def _build(cls, values: dict, where: str):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        kind = hints[name]
+        kind = _table_type(hints[name])
         if dataclasses.is_dataclass(kind):
             kwargs[name] = _build(kind, value, f"{where} [{name}]")
         elif isinstance(value, list):
@@ -364,6 +368,14 @@ def _build(cls, values: dict, where: str):
         raise
     except ValueError as error:     # a method's own config refusing a value: say where it came from
         raise SettingsError(f"{where}: {error}") from error
+
+
+def _table_type(hint):
+    """The dataclass of an optional section (`TrainConfig | None`), else the hint itself."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+        return options[0]
+    return hint
 
 
 def _plain(value):

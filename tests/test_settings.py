@@ -70,3 +70,24 @@ def test_the_cli_defaults_are_the_demo_profiles_default_schedule():
     assert inference.default_options == {"schedule": RELEASE_STEPS, "ensemble": RELEASE_ENSEMBLE,
                                          "starts": RELEASE_STARTS, "pool_factor": inference.pool_factor}
     assert inference.size_prior_weight == RELEASE_SIZE_PRIOR
+
+
+def test_a_fine_teacher_trains_first_and_is_named_by_its_checkpoint():
+    from rprloc_core.experiments import models
+    distilled = {"rprloc.fine_teacher.mode": "fine", "rprloc.fine_teacher.steps": 5, "rprloc.fine.first_width": 12,
+                 "rprloc.fine.teacher": "fine_teacher", "rprloc.fine.init_from": "fine_teacher"}
+    settings = load_settings("demo", distilled)
+    assert settings.rprloc.fine_teacher.seed == settings.seed and load_settings("demo").rprloc.fine_teacher is None
+    configs = models.train_configs(settings)
+    assert list(configs)[:3] == ["coarse", "fine_teacher", "fine"]
+    teacher_file = str(models.trained_file(settings, "fine_teacher"))
+    assert configs["fine"].teacher == configs["fine"].init_from == teacher_file
+    sweep = configs["fine_r30"]     # starts from the distilled Mf, learns the true offsets at its own r
+    assert sweep.teacher is None and sweep.init_from == str(models.trained_file(settings, "fine"))
+    assert sweep.first_width == 12
+    stages = models.training_stages(settings, list(configs))
+    assert stages[0] == ["coarse", "fine_teacher"] and "fine" in stages[1] and stages[2] == ["fine_r30", "fine_r90"]
+    assert models.training_stages(settings, ["fine"]) == [["fine"]]     # its teacher is not trained in this call
+    circle = load_settings("demo", {**distilled, "rprloc.fine_teacher.init_from": "fine"})
+    with pytest.raises(ValueError, match="in a circle"):
+        models.training_stages(circle, list(models.train_configs(circle)))

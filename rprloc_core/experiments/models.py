@@ -5,7 +5,9 @@ loading them.
 
 Names: "coarse" (Mc) and "fine" (Mf) are the main models; the r sweep adds "coarse_r<r>" and
 "fine_r<r>" models that start from the main model's weights with another offset range r and
-train briefly (enough for the r widget of notebook 03, not for the tables).
+train briefly (enough for the r widget of notebook 03, not for the tables). A profile may add
+"fine_teacher", a Pnet that Mf is distilled from: Mf's `teacher` and `init_from` name it, and it
+is trained before Mf.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from rprloc_core.rprloc.pnet import load_pnet, read_checkpoint
 from rprloc_core.rprloc.training import load_history, train_pnet, training_calls
 
 MAIN_MODELS = ("coarse", "fine")
+TEACHER = "fine_teacher"
+# Settings of a Pnet that may name another model of the profile (its trained best.pt is meant).
+MODEL_REFERENCES = ("init_from", "teacher")
 # Optional, next to a model trained elsewhere (e.g. on a lent GPU): where and with what it was
 # trained, and how its run ended; copied into the release manifest. Its "resumed": true marks a run
 # paused and resumed by a trainer too old to count its calls.
@@ -65,9 +70,17 @@ def model_file(settings, name: str) -> Path:
 
 
 def train_configs(settings) -> dict[str, TrainConfig]:
-    """name -> TrainConfig for every model of the profile, main models first."""
+    """name -> TrainConfig for every model of the profile, main models (and a teacher) first. A
+    setting of MODEL_REFERENCES that names a model of the profile becomes that model's trained
+    checkpoint here."""
     section = settings.rprloc
-    configs = {"coarse": section.coarse, "fine": section.fine}
+    configs = {"coarse": section.coarse}
+    if section.fine_teacher is not None:
+        configs[TEACHER] = section.fine_teacher
+    configs["fine"] = section.fine
+    configs = {name: replace(config, **{key: str(trained_file(settings, getattr(config, key)))
+                                        for key in MODEL_REFERENCES if getattr(config, key) in configs})
+               for name, config in configs.items()}
     sweep = section.sweep
     for name, values in (("coarse", sweep.coarse_r_mm), ("fine", sweep.fine_r_mm)):
         main = configs[name]
@@ -79,8 +92,17 @@ def train_configs(settings) -> dict[str, TrainConfig]:
             configs[f"{name}_r{int(r)}"] = replace(
                 main, r_mm=float(r), steps=int(sweep.steps if sweep.steps is not None else main.steps),
                 time_limit_s=sweep.time_limit_s if sweep.time_limit_s is not None else main.time_limit_s,
-                init_from=str(models_dir(settings) / name / "best.pt"), **batch)
+                init_from=str(trained_file(settings, name)), teacher=None, **batch)
     return configs
+
+
+def dependencies(settings) -> dict[str, set]:
+    """name -> the models of the profile whose trained checkpoints its training reads (the model it
+    starts from, the teacher it learns from)."""
+    configs = train_configs(settings)
+    files = {str(trained_file(settings, name)): name for name in configs}
+    return {name: {files[getattr(c, key)] for key in MODEL_REFERENCES if getattr(c, key) in files}
+            for name, c in configs.items()}
 
 
 def sweep_r_values(settings, kind: str) -> list[float]:
@@ -106,16 +128,27 @@ def train_one(settings, name: str, progress: bool = False) -> dict:
 def train_all(settings, names=None, parallel: bool = True, progress: bool = True) -> list[dict]:
     """Train the profile's models. With `parallel`, two processes with one thread each (on this
     2-core CPU two single-thread runs beat one two-thread run, and a busy machine hurts a
-    two-thread run far more). Sweep models wait for the main model they start from."""
+    two-thread run far more). A model waits for the models it starts from or learns from
+    (`dependencies`) when they are trained in the same call."""
     names = list(names or train_configs(settings))
-    main = [n for n in names if n in MAIN_MODELS]
-    sweep = [n for n in names if n not in main]
     summaries = []
-    for stage in (main, sweep):
-        if stage:
-            jobs = [(settings, n, progress and (not parallel or len(stage) == 1)) for n in stage]
-            summaries += run_jobs(train_one, jobs, "training Pnets", parallel=parallel, progress=False)
+    for stage in training_stages(settings, names):
+        jobs = [(settings, n, progress and (not parallel or len(stage) == 1)) for n in stage]
+        summaries += run_jobs(train_one, jobs, "training Pnets", parallel=parallel, progress=False)
     return summaries
+
+
+def training_stages(settings, names) -> list[list[str]]:
+    """`names` in groups that can train side by side: each after the ones it depends on."""
+    needs = {name: deps & set(names) for name, deps in dependencies(settings).items() if name in names}
+    stages, done = [], set()
+    while len(done) < len(needs):
+        ready = [n for n in names if n not in done and needs[n] <= done]
+        if not ready:
+            raise DataError(None, f"the models {sorted(set(needs) - done)} depend on one another in a circle")
+        stages.append(ready)
+        done.update(ready)
+    return stages
 
 
 def load_models(settings, names=None, device=None) -> dict:
@@ -218,14 +251,15 @@ def _pnet_entry(settings, name: str, config) -> dict:
                "best_val_loss_mm2": float(best.val_loss_mm2), "best_step": int(best.step),
                "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
                "stopped": "released", "resumed": resumed}
-    init_from = Path(config.init_from).parent.name if config.init_from else None
-    if init_from:   # the checkpoint records where its start came from: a name, not this machine's path
+    # The checkpoint records where its start and its teacher came from: names, not this machine's paths.
+    named = {key: Path(getattr(config, key)).parent.name if getattr(config, key) else None for key in MODEL_REFERENCES}
+    if any(named.values()):
         extra = dict(payload.get("extra") or {})
-        extra["train_config"] = {**extra.get("train_config", {}), "init_from": init_from}
+        extra["train_config"] = {**extra.get("train_config", {}), **named}
         path = Path(tempfile.mkdtemp()) / "best.pt"
         torch_save({**payload, "extra": extra}, path)
     return {"source": path, "kind": "pnet", "architecture": payload["config"],
-            "training": {k: v for k, v in config.to_dict().items() if k != "init_from"} | {"init_from": init_from},
+            "training": config.to_dict() | named,
             "summary": summary,
             **provenance,
             "history": rows.astype(object).where(rows.notna(), None).to_dict(orient="list")}

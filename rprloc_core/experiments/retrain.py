@@ -12,9 +12,10 @@ Training is resumable: every model checkpoints as it goes, so rerunning the same
 interruption (or a time limit) continues; a finished model is only read back. Training always
 writes to data/<dataset>/models/<profile>/, never to the release; `--publish` copies the trained
 models into the release folder (weights.release), and over an existing release only with
-`--overwrite`. `--only` names some of the RPR-Loc release's models (coarse, fine, the r-sweep
-models, autoencoder): only they are trained and published, and the release keeps its other models
-byte for byte. Needs the converted dataset (`python -m data_prep.prepare --profile demo`).
+`--overwrite`. `--only` names some of the RPR-Loc release's models (coarse, fine, a fine_teacher
+where the profile has one, the r-sweep models, autoencoder): only they are trained and published,
+and the release keeps its other models byte for byte. A model trains after the models it starts
+from or learns from when they are trained in the same call. Needs the converted dataset (`python -m data_prep.prepare --profile demo`).
 """
 
 from __future__ import annotations

@@ -92,10 +92,13 @@ def preparation_problems(report: dict) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- notebook 02
 
 def pnet_settings_table(settings) -> pd.DataFrame:
-    """One row per Pnet of the profile: r, patch, grid, width, pairs per step, steps."""
+    """One row per Pnet of the profile: r, patch, grid, widths, pairs per step, steps, where it starts
+    and whether it learns from a teacher."""
     return pd.DataFrame([{"model": n, "r_mm": c.r_mm, "patch_size": c.patch_size, "grid": f"base x {c.downsample}",
-                          "base_width": c.base_width, "patches": f"{c.volumes_per_step} x {c.patches_per_volume}",
-                          "steps": c.steps, "time_limit_s": c.time_limit_s, "warm_start": bool(c.init_from)}
+                          "base_width": c.base_width, "first_width": c.first_width or 2 * c.base_width,
+                          "patches": f"{c.volumes_per_step} x {c.patches_per_volume}",
+                          "steps": c.steps, "time_limit_s": c.time_limit_s, "warm_start": bool(c.init_from),
+                          "teacher": Path(c.teacher).parent.name if c.teacher else None}
                          for n, c in models.train_configs(settings).items()])
 
 
