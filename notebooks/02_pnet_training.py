@@ -360,3 +360,36 @@ plt.show()
 # checkpoints stay outside the repository; the distillation was a scratch script, not yet a
 # product command. Next: distil on to the release's 10,000 steps (a GPU call, or about 7 hours of
 # this CPU, resumable) and score it by the same rule.
+#
+# **A pruned start, and faster CPU training** (2026-11-28, later the same day, no GPU lent). Two
+# things changed how the cheaper Mf is made, both now in the product rather than a scratch script:
+#
+# - *Training on this CPU is 2.4-2.7 times faster.* A fine step spent half its CPU time in the
+#   kernel: its activations (100-130 MB each) are above glibc's largest mmap threshold, so the
+#   trainers' "keep freed memory" setting did not reach them and every step faulted them in afresh.
+#   The trainers now also tell malloc to map no block itself. Same losses, 4.87 -> 1.78 s per fine
+#   step and 2.35 -> 0.97 s per coarse step (`benchmarks/training_allocator.py --model fine|coarse`).
+#   The release's 10,000 fine steps would now take about 5 hours here instead of 7-8.
+# - *Distillation is a training option.* `TrainConfig.teacher` makes the training loss compare with
+#   another Pnet's offsets (the validation loss still compares with the true ones), and an
+#   `init_from` checkpoint whose first block is wider than `first_width` is cut to it
+#   (`rprloc_core/rprloc/pruning.py`): in every layer of that block, the channels with the largest
+#   |InstanceNorm gamma| x norm of the weights that read them. Cut to 12 channels, untrained, the
+#   released Mf has a validation MSE of 172 mm^2 (8 channels: 372; itself 48). A profile can name
+#   a `fine_teacher` that trains before Mf; a release records teacher and start by name.
+#
+# Candidate 2, written into the rule before it was scored: a 12-channel first block (2.9 instead of
+# 7.3 ms per patch in a batch of 8 on 2 threads, random weights; 8 channels: 2.5 ms), pruned from
+# the released Mf and distilled from it with `train_pnet` and the release's settings.
+#
+# | candidate 2 at its best checkpoint | validation MSE | vs release, 9 supports | vs release, 15 supports | size prior, 9 / 15 |
+# |---|---|---|---|---|
+# | Mf, first block 12, step 1,625 of 10,000 (47 min) | 59.4 mm^2 | -0.23 ± 1.52 (3 of 9 up, AWD +0.05 mm) | **-1.07 ± 1.17** (3 of 15, AWD +0.35 mm) | -0.27 / -0.51 |
+# | with the first-16 Mc | | -0.35 ± 1.07 (AWD +0.06 mm) | -0.78 ± 1.44 (AWD +0.28 mm) | -0.40 / -0.13 |
+#
+# It passes on the 9 supports and **fails on the 15** (paper's box and AWD; the size-prior box by
+# 0.01 points), so it is not released. At 1,625 steps its validation MSE (59) is below the
+# plateau of the 8-channel run (71-76; width and start both differ, so this does not say which
+# helped), and it was still falling as the learning rate decayed. A distilled student can at best
+# learn what its teacher knows (48 mm^2); on the 15 supports it keeps about one point less. The run goes on (resumable, `models/demo/fine/` of the
+# data folder); its further scores are in the closing note of the session.
