@@ -164,3 +164,25 @@ def test_grid_patches_kept_on_the_device_cut_the_same_patches():
     each_time = GridPatches(vols, (6, 8, 8), "cpu")
     assert torch.equal(kept(groups), each_time(groups)) and torch.equal(kept(groups), each_time(groups))
     assert len(kept._cutters) == len(set(groups.volume_index)) and not each_time._cutters
+
+
+def test_a_release_entry_names_the_teacher_and_the_start(volumes, tmp_path, monkeypatch):
+    # The distilled model's entry and checkpoint say "fine_teacher", never this machine's path.
+    from rprloc_core.experiments import models
+    from rprloc_core.rprloc.pnet import save_checkpoint
+    from rprloc_core.rprloc.training import build_model
+    from rprloc_core.settings import load_settings
+
+    monkeypatch.setenv("RPRLOC_DATA_DIR", str(tmp_path))
+    settings = load_settings("demo")
+    train, val = volumes
+    teacher_file = models.trained_file(settings, "fine_teacher")
+    teacher_file.parent.mkdir(parents=True)
+    save_checkpoint(teacher_file, build_model(small_config(), [3.0, 2.0, 2.0]))
+    config = small_config(steps=2, val_every=1, first_width=3, teacher=str(teacher_file), init_from=str(teacher_file))
+    train_pnet(config, train, val, models.models_dir(settings) / "fine", device="cpu", progress=False)
+    entry = models._pnet_entry(settings, "fine", config)
+    assert entry["training"]["teacher"] == entry["training"]["init_from"] == "fine_teacher"
+    recorded = read_checkpoint(entry["source"])["extra"]["train_config"]
+    assert recorded["teacher"] == recorded["init_from"] == "fine_teacher"
+    assert str(tmp_path) not in repr(entry["training"]) + repr(recorded)
