@@ -32,7 +32,7 @@ def child(profile: str, model: str, steps: int, volumes: int) -> dict:
 
     settings = load_settings(profile)
     config = dataclasses.replace(getattr(settings.rprloc, model), steps=steps, val_every=10 ** 9, val_pairs=8,
-                                 time_limit_s=None, init_from=None)
+                                 time_limit_s=None, init_from=None, teacher=None)
     train = dataset.unlabelled_volumes(settings, "train", progress=False, limit=volumes)
     val = dataset.unlabelled_volumes(settings, "validation", progress=False, limit=2)
     with tempfile.TemporaryDirectory() as out:
@@ -61,9 +61,8 @@ def main(argv=None) -> int:
     runs = {}
     for keep in ("1", "0"):
         out = subprocess.run([sys.executable, __file__, "--child", "--profile", args.profile, "--model", args.model,
-                              "--steps",
-                              str(args.steps), "--volumes", str(args.volumes)], check=True, capture_output=True,
-                             text=True, env={**os.environ, "RPRLOC_KEEP_FREED_MEMORY": keep})
+                              "--steps", str(args.steps), "--volumes", str(args.volumes)], check=True,
+                             capture_output=True, text=True, env={**os.environ, "RPRLOC_KEEP_FREED_MEMORY": keep})
         runs[keep] = json.loads(out.stdout.strip().splitlines()[-1])
         run = runs[keep]
         print(f"{SHOWN[keep]:28s} {run['s_per_step']:.2f} s per step, {run['minor_page_faults']:,} page faults, "
