@@ -382,14 +382,21 @@ plt.show()
 # 7.3 ms per patch in a batch of 8 on 2 threads, random weights; 8 channels: 2.5 ms), pruned from
 # the released Mf and distilled from it with `train_pnet` and the release's settings.
 #
-# | candidate 2 at its best checkpoint | validation MSE | vs release, 9 supports | vs release, 15 supports | size prior, 9 / 15 |
-# |---|---|---|---|---|
-# | Mf, first block 12, step 1,625 of 10,000 (47 min) | 59.4 mm^2 | -0.23 ± 1.52 (3 of 9 up, AWD +0.05 mm) | **-1.07 ± 1.17** (3 of 15, AWD +0.35 mm) | -0.27 / -0.51 |
-# | with the first-16 Mc | | -0.35 ± 1.07 (AWD +0.06 mm) | -0.78 ± 1.44 (AWD +0.28 mm) | -0.40 / -0.13 |
+# | candidate 2 at its best checkpoint | validation MSE | vs release, 9 supports | vs release, 15 supports | 15 further supports | size prior, 9 / 15 / 15 further |
+# |---|---|---|---|---|---|
+# | Mf, first block 12, step 1,625 of 10,000 (60 min of training time) | 59.4 mm^2 | -0.23 ± 1.52 (3 of 9 up, AWD +0.05 mm) | **-1.07 ± 1.17** (3 of 15, AWD +0.35 mm) | not run | -0.27 / -0.51 / |
+# | with the first-16 Mc | | -0.35 ± 1.07 (AWD +0.06 mm) | -0.78 ± 1.44 (AWD +0.28 mm) | not run | -0.40 / -0.13 / |
+# | Mf, first block 12, step 2,375 (best of 3,250 steps; 91 min, the first 125 steps before the allocator fix and some beside the test suite) | 48.0 mm^2 | +0.29 ± 1.62 (4 of 9, AWD -0.04) | -0.40 ± 0.98 (6 of 15, AWD +0.20) | +0.31 ± 1.27 (9 of 15, AWD -0.00) | -0.14 / -0.42 / -0.07 |
+# | **with the first-16 Mc** | | **+0.21 ± 1.02** (7 of 9, AWD -0.05) | **-0.03 ± 1.33** (8 of 15, AWD +0.13) | **+0.83 ± 1.41** (11 of 15, AWD -0.15) | **-0.10 / -0.06 / +0.23** |
 #
-# It passes on the 9 supports and **fails on the 15** (paper's box and AWD; the size-prior box by
-# 0.01 points), so it is not released. At 1,625 steps its validation MSE (59) is below the
+# Scored at step 1,625 it passed on the 9 supports and **failed on the 15** (paper's box and AWD;
+# the size-prior box by 0.01 points). At 1,625 steps its validation MSE (59) was already below the
 # plateau of the 8-channel run (71-76; width and start both differ, so this does not say which
-# helped), and it was still falling as the learning rate decayed. A distilled student can at best
-# learn what its teacher knows (48 mm^2); on the 15 supports it keeps about one point less. The run goes on (resumable, `models/demo/fine/` of the
-# data folder); its further scores are in the closing note of the session.
+# helped), and it kept falling as the learning rate decayed, to the teacher's own 48 mm^2 at step
+# 2,375. Before scoring again, the rule was extended (the 15 supports had now been seen once for
+# this candidate): one more scoring in the session, and a pass must also hold on 15 further
+# training supports never used for a choice (a seeded draw from the 70 left). At step 2,375 the
+# Mf passes on all three sets (its AWD on the 15 at the margin, +0.199 mm), and **the pair of
+# cheaper models passes clearly**: -0.03 to +0.83 points, AWD no larger, on 39 supports. The pair is
+# the design of the next release (both models and their r-sweep models, one regeneration of every
+# table); this session ran out of time for it. Both scorings are kept in this table.
