@@ -104,7 +104,7 @@ def test_a_teacher_replaces_the_true_offsets_in_the_training_loss(volumes, tmp_p
         assert float(pair_errors_mm(teacher, patches, groups, (3.0, 2.0, 2.0), 60.0, teacher=teacher).abs().max()) == 0
     other = build_model(dataclasses.replace(config, patch_size=(6, 6, 6)), [3.0, 2.0, 2.0])
     save_checkpoint(tmp_path / "other.pt", other)
-    with pytest.raises(ValueError, match="teacher has patch_size"):
+    with pytest.raises(ValueError, match="other.pt: PNet checkpoint has patch_size"):
         train_pnet(dataclasses.replace(config, teacher=str(tmp_path / "other.pt")), train, val, tmp_path / "x",
                    device="cpu", progress=False)
     assert distilled["steps"] == 30

@@ -32,7 +32,6 @@ from rprloc_core.geometry.volume import Volume
 from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
 from rprloc_core.rprloc.pnet import (
     TRAINING_STATE_FORMAT,
-    CheckpointError,
     PNet,
     checkpoint_payload,
     load_pnet,
@@ -129,16 +128,8 @@ def start_weights(path, model: PNet) -> dict:
 def load_teacher(path, model: PNet, device) -> PNet:
     """The Pnet whose offsets a distilled model learns: it must see the same patches on the same
     grid and predict within the same range, or its offsets would not be the student's to learn."""
-    teacher = load_pnet(path, device=device)
-    for key in ("patch_size", "spacing_mm", "r_mm"):
-        if _plain(getattr(teacher, key)) != _plain(getattr(model, key)):
-            raise CheckpointError(path, f"teacher has {key}={getattr(teacher, key)!r}, the model trained "
-                                        f"has {getattr(model, key)!r}")
-    return teacher.eval().requires_grad_(False)
-
-
-def _plain(value):
-    return None if value is None else np.round(np.asarray(value, dtype=float), 6).tolist()
+    same = {key: model.config[key] for key in ("patch_size", "spacing_mm", "r_mm")}
+    return load_pnet(path, device=device, expected=same).requires_grad_(False)
 
 
 @torch.no_grad()
