@@ -105,6 +105,11 @@ def dependencies(settings) -> dict[str, set]:
             for name, c in configs.items()}
 
 
+def reference_name(path) -> str | None:
+    """The model a MODEL_REFERENCES setting points at, by name: its training folder (…/<name>/best.pt)."""
+    return Path(path).parent.name if path else None
+
+
 def sweep_r_values(settings, kind: str) -> list[float]:
     """The r values available for `kind` ("coarse" or "fine"), main model's first."""
     configs = train_configs(settings)
@@ -252,7 +257,7 @@ def _pnet_entry(settings, name: str, config) -> dict:
                "train_time_s": float(rows.train_time_s.max()), "pairs_per_s": float(rows.pairs_per_s.iloc[-1]),
                "stopped": "released", "resumed": resumed}
     # The checkpoint records where its start and its teacher came from: names, not this machine's paths.
-    named = {key: Path(getattr(config, key)).parent.name if getattr(config, key) else None for key in MODEL_REFERENCES}
+    named = {key: reference_name(getattr(config, key)) for key in MODEL_REFERENCES}
     if any(named.values()):
         extra = dict(payload.get("extra") or {})
         extra["train_config"] = {**extra.get("train_config", {}), **named}

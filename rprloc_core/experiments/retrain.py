@@ -15,7 +15,8 @@ models into the release folder (weights.release), and over an existing release o
 `--overwrite`. `--only` names some of the RPR-Loc release's models (coarse, fine, a fine_teacher
 where the profile has one, the r-sweep models, autoencoder): only they are trained and published,
 and the release keeps its other models byte for byte. A model trains after the models it starts
-from or learns from when they are trained in the same call. Needs the converted dataset (`python -m data_prep.prepare --profile demo`).
+from or learns from when they are trained in the same call. Needs the converted dataset
+(`python -m data_prep.prepare --profile demo`).
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def pnet_settings_table(settings) -> pd.DataFrame:
                           "base_width": c.base_width, "first_width": c.first_width or 2 * c.base_width,
                           "patches": f"{c.volumes_per_step} x {c.patches_per_volume}",
                           "steps": c.steps, "time_limit_s": c.time_limit_s, "warm_start": bool(c.init_from),
-                          "teacher": Path(c.teacher).parent.name if c.teacher else None}
+                          "teacher": models.reference_name(c.teacher)}
                          for n, c in models.train_configs(settings).items()])
 
 
