@@ -145,14 +145,15 @@ def test_instance_norm_fast_path_equals_torch_instance_norm():
 
 @pytest.mark.parametrize("kernel", [(1, 3, 3), (3, 1, 1), (1, 1, 1)])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_conv_fast_path_equals_torch_conv(kernel, batch):
+@pytest.mark.parametrize("cin", [4, 1])          # 1 with a 1x1x1 kernel: the scale-and-shift path
+def test_conv_fast_path_equals_torch_conv(kernel, batch, cin):
     from rprloc_core.rprloc.pnet import Conv3d
 
     torch.manual_seed(0)
-    fast = Conv3d(4, 6, kernel, padding=tuple(k // 2 for k in kernel))
-    reference = nn.Conv3d(4, 6, kernel, padding=tuple(k // 2 for k in kernel))
+    fast = Conv3d(cin, 6, kernel, padding=tuple(k // 2 for k in kernel))
+    reference = nn.Conv3d(cin, 6, kernel, padding=tuple(k // 2 for k in kernel))
     reference.load_state_dict(fast.state_dict())
-    x = torch.randn(batch, 4, 5, 7, 9)
+    x = torch.randn(batch, cin, 5, 7, 9)
     fast.eval(), reference.eval()
     with torch.no_grad():
         assert torch.allclose(fast(x), reference(x), atol=1e-5)
