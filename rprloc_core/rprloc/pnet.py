@@ -68,7 +68,8 @@ class Conv3d(nn.Conv3d):
         if (self.training or x.device.type != "cpu" or x.dtype != torch.float32
                 or self.padding_mode != "zeros" or not torch.backends.mkldnn.is_available()):
             return super().forward(x)
-        if self.in_channels == 1 and self.kernel_size == (1, 1, 1) and self.groups == 1 and self.bias is not None:
+        if (self.in_channels == 1 and self.kernel_size == (1, 1, 1) and self.stride == (1, 1, 1)
+                and self.padding == (0, 0, 0) and self.bias is not None):
             shape = (1, self.out_channels, 1, 1, 1)
             return torch.addcmul(self.bias.view(shape), x, self.weight.view(shape))
         return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
