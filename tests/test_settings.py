@@ -77,7 +77,9 @@ def test_a_fine_teacher_trains_first_and_is_named_by_its_checkpoint():
     distilled = {"rprloc.fine_teacher.mode": "fine", "rprloc.fine_teacher.steps": 5, "rprloc.fine.first_width": 12,
                  "rprloc.fine.teacher": "fine_teacher", "rprloc.fine.init_from": "fine_teacher"}
     settings = load_settings("demo", distilled)
-    assert settings.rprloc.fine_teacher.seed == settings.seed and load_settings("demo").rprloc.fine_teacher is None
+    assert settings.rprloc.fine_teacher.seed == settings.seed and load_settings("smoke").rprloc.fine_teacher is None
+    release = load_settings("demo").rprloc            # the released Mf is distilled from its teacher
+    assert release.fine.teacher == release.fine.init_from == "fine_teacher" and release.fine_teacher.first_width is None
     configs = models.train_configs(settings)
     assert list(configs)[:3] == ["coarse", "fine_teacher", "fine"]
     teacher_file = str(models.trained_file(settings, "fine_teacher"))
