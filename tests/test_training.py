@@ -56,6 +56,8 @@ def test_short_training_lowers_validation_loss(volumes, tmp_path):
     import matplotlib
     matplotlib.use("Agg")
     assert plot_history(history).get_ylabel().startswith("offset MSE")
+    legend = [t.get_text() for t in plot_history(history, distilled=True).get_legend().get_texts()]
+    assert "teacher" in legend[0] and "true offsets" in legend[1]
 
 
 def test_first_block_width_reaches_the_trained_model(volumes, tmp_path):

@@ -126,7 +126,7 @@ def pnet_loss_curves(settings):
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
     for ax, name in zip(axes.ravel(), names):
-        plot_history(models.history(settings, name), ax=ax,
+        plot_history(models.history(settings, name), ax=ax, distilled=bool(configs[name].teacher),
                      title=f"{name} (r = {configs[name].r_mm:g} mm)")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -306,17 +306,22 @@ def load_history(out_dir) -> pd.DataFrame:
     return pd.read_csv(Path(out_dir) / "history.csv")
 
 
-def plot_history(history, ax=None, title: str | None = None):
+def plot_history(history, ax=None, title: str | None = None, distilled: bool = False):
     """Training (mean since the previous validation) and validation MSE in mm^2 against step, log y.
-    `history`: a DataFrame from `load_history` or a run directory."""
+    `history`: a DataFrame from `load_history` or a run directory. `distilled`: the run learnt a
+    teacher's offsets, so its training curve measures the distance to those, not to the truth
+    (validation always uses the true offsets)."""
     import matplotlib.pyplot as plt
 
     if not isinstance(history, pd.DataFrame):
         history = load_history(history)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(history["step"], history["train_loss_mm2"], label="training pairs (mean since last validation)")
-    ax.plot(history["step"], history["val_loss_mm2"], marker="o", ms=3, label="fixed validation pairs")
+    target = "teacher's offsets" if distilled else "true offsets"
+    ax.plot(history["step"], history["train_loss_mm2"],
+            label=f"training pairs vs. {target} (mean since last validation)")
+    ax.plot(history["step"], history["val_loss_mm2"], marker="o", ms=3,
+            label="fixed validation pairs vs. true offsets")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("offset MSE (mm$^2$)")
