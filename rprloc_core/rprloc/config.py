@@ -28,8 +28,9 @@ RELEASE_SIZE_PRIOR = 0.5
 # An answer whose fine model would still move its points by more than this (mean over an organ's
 # points, mm) is reported with a warning (`rprloc.answer_checks`): the 90th percentile of that move
 # for organs found in whole validation scans (notebook 03, results/demo/tables/answer_checks*.csv),
-# so about one found organ in ten is warned of (on the test queries 13 %; organs missing: 99.8 %).
-RELEASE_REMAINING_MOVE_WARN_MM = 14.0
+# so about one found organ in ten is warned of (on the test queries 15 %; organs missing: 100 %).
+# 13 mm for the release of 2026-11-28 (14 mm for the one before).
+RELEASE_REMAINING_MOVE_WARN_MM = 13.0
 
 # Fields a resumed run may change without changing what is being trained.
 RESUMABLE_CHANGES = ("steps", "time_limit_s", "val_every")
