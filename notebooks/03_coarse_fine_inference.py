@@ -155,8 +155,8 @@ display(Markdown(findings.training_evidence(settings, table2.per_query, training
 
 # %% [markdown]
 # ### Fixes at inference time, measured and not adopted (2026-11-27)
-# Both were scored with the released models and the default schedule on validation patients only:
-# 9 training patients as supports x the 33 validation queries, every candidate from the same seeded
+# Both were scored with the models released on 2026-11-27 and the default schedule on validation
+# patients only: 9 training patients as supports x the 33 validation queries, every candidate from the same seeded
 # starts; the candidate was picked on 6 supports and confirmed on the other 3 (this notebook's
 # validation supports). The rule, written before scoring: >= +1 IoU point (paper's box, mean paired
 # difference over supports) with no larger AWD and up on at least 5 of the 6, then >= +0.5 on the 3.
