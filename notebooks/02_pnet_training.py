@@ -100,7 +100,7 @@ plt.show()
 # with the previous release's settings (best step 4,125 of 4,625, 563 mm^2), and Mf with an
 # 8-channel first block, pruned from the previous Mf and distilled from it (step 4,625 of 10,000,
 # 50.4 mm^2; the previous Mf is kept as `fine_teacher`, byte for byte, and its curve is above). Both
-# were made for speed (issue 9: the pair makes the default schedule 1.7x faster) and chosen on
+# were made for speed (the pair runs the default schedule 1.6-1.8x faster: the benchmark) and chosen on
 # validation patients at no loss of accuracy; the end of this section has the rules and scores. The
 # rest of this section tells how the models before them were made, in order.
 #
@@ -110,7 +110,7 @@ plt.show()
 # only about three quarters of the way (errors grow with the start's distance, mostly along z), and
 # the fine stage, trained on offsets of at most 30 mm, cannot repair what is left.
 #
-# The released models were trained on a GPU lent for one session (an H200, four candidate runs at
+# The models released on 2026-11-26 were trained on a GPU lent for one session (an H200, four candidate runs at
 # once, the product's own `train_pnet`; the volumes were carried as uint8, see the manifest's
 # `provenance`): width 16 (Mf is now width 8 with a wider range, see the end of this section),
 # 8 volumes x 16 patches per step (1,920 pairs), weight decay 0, a
