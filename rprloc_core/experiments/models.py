@@ -218,10 +218,10 @@ def publish_release(settings, overwrite: bool = False, names=None) -> dict:
     check_release_names(settings, names)
     folder = release_dir(settings)
     kept = {}
-    released = weights.read_manifest(folder)["models"] if weights.is_release(folder) else {}
     if set(names) != set(known):
-        if not released:
+        if not weights.is_release(folder):
             raise DataError(folder, "publishing some models only needs an existing release to keep the others")
+        released = weights.read_manifest(folder)["models"]
         kept = {name: _released_entry(folder, name, released[name]) for name in known
                 if name not in names and name in released}
     entries = {}
@@ -232,7 +232,7 @@ def publish_release(settings, overwrite: bool = False, names=None) -> dict:
             if trained_file(settings, AUTOENCODER).is_file():
                 entries[name] = _autoencoder_entry(settings)
         else:
-            entries[name] = _pnet_entry(settings, name, train_configs(settings)[name], released.get(name))
+            entries[name] = _pnet_entry(settings, name, train_configs(settings)[name])
     table = dataset.case_table(settings)
     split = {s: table[table.split == s].case_id.tolist() for s in ("train", "validation")}
     about = {"profile": settings.name, "dataset": settings.data.dataset,
@@ -242,11 +242,9 @@ def publish_release(settings, overwrite: bool = False, names=None) -> dict:
     return weights.write_release(folder, entries, about, overwrite=overwrite)
 
 
-def _pnet_entry(settings, name: str, config, released: dict | None = None) -> dict:
+def _pnet_entry(settings, name: str, config) -> dict:
     """A trained Pnet's release entry: its best checkpoint, architecture, training config, summary,
-    provenance and full validation history. `released`: the entry it replaces, if any; where the
-    file is the same, that entry's record of a paused and resumed run is kept (a run folder rebuilt
-    from a release has lost its trainer's count of calls)."""
+    provenance and full validation history."""
     path = trained_file(settings, name)
     payload = read_checkpoint(path)
     folder = models_dir(settings) / name
@@ -265,8 +263,6 @@ def _pnet_entry(settings, name: str, config, released: dict | None = None) -> di
         extra["train_config"] = {**extra.get("train_config", {}), **named}
         path = Path(tempfile.mkdtemp()) / "best.pt"
         torch_save({**payload, "extra": extra}, path)
-    if released and weights.sha256(path) == released.get("sha256"):
-        summary["resumed"] = resumed or bool(released.get("summary", {}).get("resumed", False))
     return {"source": path, "kind": "pnet", "architecture": payload["config"],
             "training": config.to_dict() | named,
             "summary": summary,
