@@ -212,6 +212,28 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _measure_self_calibration(task, support, points, organs, coarse, fine, n_organs) -> dict:
+    """The support localised in itself (`rprloc.self_calibration`), its embeddings already computed:
+    what self-calibration adds once per support (to every query when the support is embedded with it)."""
+    from rprloc_core.rprloc.inference import encode_supports
+    from rprloc_core.rprloc.self_calibration import support_bias_mm
+
+    embeddings = encode_supports((support, points), {"coarse": coarse, "fine": fine})
+
+    def call():
+        return support_bias_mm(support, points, coarse, fine, schedule=tuple(task["steps"]), k=task["k"],
+                               repeats=task["runs"], organ_of_point=organs, support_embeddings=embeddings,
+                               starts=task["starts"], ensemble=task["ensemble"], pool_factor=task["pool_factor"])
+
+    call()                                      # warm-up
+    walls = []
+    for _ in range(task["repeats"]):
+        t0 = time.perf_counter()
+        call()
+        walls.append(time.perf_counter() - t0)
+    return {"per_organ_s": statistics.median(walls) / n_organs, "repeats_s": [w / n_organs for w in walls]}
+
+
 def measure(task: dict) -> dict:
     """One configuration, in this (child) process."""
     import torch
@@ -227,6 +249,8 @@ def measure(task: dict) -> dict:
         return _measure_template(task, inputs, n_organs)
     if task["kind"] == "batch_sweep":
         return batch_sweep(task, inputs["models"])
+    if task["kind"] == "self_calibration":
+        return _measure_self_calibration(task, support, points, organs, coarse, fine, n_organs)
 
     from rprloc_core.rprloc.inference import encode_supports, localize, localize_naive
 
@@ -369,6 +393,18 @@ def markdown(report: dict) -> str:
         rows.append(f"Default schedule with the support's embeddings computed once and reused (a series of queries, "
                     f"the widget): {reused['1']['per_organ_s']:.3f} / {reused['2']['per_organ_s']:.3f} s/organ "
                     "on 1 / 2 threads.")
+    calibration = report.get("self_calibration")
+    if calibration:
+        once, total = calibration["once_per_support"], calibration["default_embedded_with_it_s_per_organ"]
+        fastest_tm = report["template_matching"][report["fastest_template_matching"]]["2"]["per_organ_s"]
+        acc = calibration.get("validation_accuracy", {})
+        rows.append(f"Self-calibration ({calibration['label']}: the support localised in itself "
+                    f"{calibration['runs']} times, once per support): {once['1']['per_organ_s']:.3f} / "
+                    f"{once['2']['per_organ_s']:.3f} s/organ on 1 / 2 threads. The default schedule with it, support "
+                    f"embedded and calibrated in every call (one query): {total['1']:.3f} / {total['2']:.3f} s/organ, "
+                    f"{fastest_tm / total['2']:.1f}x faster than the fastest template matching on 2 threads; with "
+                    "the support reused, it adds nothing per query."
+                    + (f" Validation: {acc['iou_pct']:.1f} % IoU, {acc['awd_mm']:.1f} mm AWD." if acc else ""))
     compared = report.get("default_with_compared_models")
     if compared:
         mine = default["this"]
@@ -431,7 +467,8 @@ def main(argv=None) -> dict:
     from rprloc_core.reporting import cpu_model, portable_paths
 
     inputs = load_inputs(args.profile)
-    default = default_schedule(inputs["settings"])
+    calibrated = default_schedule(inputs["settings"])
+    default = calibrated.uncalibrated           # the engine's figures: self-calibration is timed on its own
     timed = list(SCHEDULES) + ([default] if default not in SCHEDULES else [])
     base = {"profile": args.profile, "k": args.k, "repeats": args.repeats}
 
@@ -458,6 +495,17 @@ def main(argv=None) -> dict:
         schedules[label] = entry
     default_reused = {str(t): run_child(task(default, "this", t, reuse_support=True)) for t in (1, 2)}
     schedules[default.label]["this, support embeddings reused"] = default_reused
+    calibration = None
+    if calibrated.self_calibration > 0:
+        runs = inputs["settings"].rprloc.inference.self_calibration_runs
+        calibration = {"label": calibrated.label, "weight": calibrated.self_calibration, "runs": runs,
+                       "once_per_support": {str(t): run_child(task(default, "this", t, kind="self_calibration",
+                                                                   runs=runs)) for t in (1, 2)}}
+        calibration["default_embedded_with_it_s_per_organ"] = {
+            t: schedules[default.label]["this"][t]["per_organ_s"] + calibration["once_per_support"][t]["per_organ_s"]
+            for t in ("1", "2")}
+        print("self-calibration once per support: " + "  ".join(
+            f"{t} thr {calibration['once_per_support'][t]['per_organ_s']:.3f} s/organ" for t in ("1", "2")), flush=True)
     compared = None
     files = {role: path for role, path in (("coarse", args.compare_coarse), ("fine", args.compare_fine)) if path}
     if files:                                           # the same run, so the ratio is a side-by-side one
@@ -476,6 +524,8 @@ def main(argv=None) -> dict:
     for label, acc in accuracy_table(args.profile).items():
         if label in schedules:
             schedules[label]["validation_accuracy"] = acc
+        if calibration and label == calibration["label"]:
+            calibration["validation_accuracy"] = acc
     sweep = {str(t): run_child({**base, "kind": "batch_sweep", "threads": t, "rounds": 5}) for t in (1, 2)}
     for t, models in sweep.items():
         for role, ms in models.items():
@@ -507,6 +557,7 @@ def main(argv=None) -> dict:
         "default_vs_fastest_template_matching_2_threads":
             template[fastest]["2"]["per_organ_s"] / schedules[default.label]["this"]["2"]["per_organ_s"],
         "default_with_compared_models": compared,
+        "self_calibration": calibration,
         "cli": cli, "torch": __import__("torch").__version__, "cpu_count": os.cpu_count(), "cpu_model": cpu_model(),
         "load_average_1_5_15min": list(os.getloadavg()), "python": platform.python_version(),
         "platform": platform.platform(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

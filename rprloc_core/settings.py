@@ -87,6 +87,8 @@ class InferenceSettings:
     r_sweep_queries: int | None = None    # queries of the r table (None: all)
     few_shot_sizes: tuple = (1, 3, 5)     # supports fused in the few-shot table (the largest: its pool)
     size_prior_weight: float = 0.0        # notebook 04's size-prior weight w (see experiments.size_prior)
+    self_calibration: float = 0.0         # share of the support's own bias taken off (rprloc.self_calibration)
+    self_calibration_runs: int = 3        # localisations of the support in itself that give the bias
 
     def __post_init__(self):
         if not 1 <= self.k <= self.k_max:
@@ -104,6 +106,10 @@ class InferenceSettings:
             raise SettingsError(f"rprloc.inference.n_supports must be >= 1, got {self.n_supports}")
         if not 0.0 <= self.size_prior_weight <= 1.0:
             raise SettingsError(f"rprloc.inference.size_prior_weight must lie in [0, 1], got {self.size_prior_weight}")
+        if not 0.0 <= self.self_calibration <= 1.0:
+            raise SettingsError(f"rprloc.inference.self_calibration must lie in [0, 1], got {self.self_calibration}")
+        if self.self_calibration_runs < 1:
+            raise SettingsError(f"rprloc.inference.self_calibration_runs must be >= 1, got {self.self_calibration_runs}")
         if not self.few_shot_sizes or min(self.few_shot_sizes) < 1:
             raise SettingsError(f"rprloc.inference.few_shot_sizes must be sizes >= 1, got {self.few_shot_sizes}")
 

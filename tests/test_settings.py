@@ -7,6 +7,8 @@ import pytest
 
 from rprloc_core.rprloc.config import (
     RELEASE_ENSEMBLE,
+    RELEASE_SELF_CALIBRATION,
+    RELEASE_SELF_CALIBRATION_RUNS,
     RELEASE_SIZE_PRIOR,
     RELEASE_STARTS,
     RELEASE_STEPS,
@@ -70,6 +72,8 @@ def test_the_cli_defaults_are_the_demo_profiles_default_schedule():
     assert inference.default_options == {"schedule": RELEASE_STEPS, "ensemble": RELEASE_ENSEMBLE,
                                          "starts": RELEASE_STARTS, "pool_factor": inference.pool_factor}
     assert inference.size_prior_weight == RELEASE_SIZE_PRIOR
+    assert (inference.self_calibration, inference.self_calibration_runs) == (RELEASE_SELF_CALIBRATION,
+                                                                              RELEASE_SELF_CALIBRATION_RUNS)
 
 
 def test_a_fine_teacher_trains_first_and_is_named_by_its_checkpoint():

@@ -31,6 +31,7 @@ from rprloc_core.errors import RprlocError
 from rprloc_core.rprloc.config import (
     ENSEMBLES,
     RELEASE_ENSEMBLE,
+    RELEASE_SELF_CALIBRATION,
     RELEASE_SIZE_PRIOR,
     RELEASE_STARTS,
     RELEASE_STEPS,
@@ -78,6 +79,10 @@ def main(argv=None) -> int:
     q.add_argument("--size-prior", type=unit_interval, default=RELEASE_SIZE_PRIOR,
                    help=f"weight of the support's box size in the box, 0 to 1 (default {RELEASE_SIZE_PRIOR:g}, "
                         "chosen on validation patients, notebook 04; 0: the box of the predicted points, the paper's)")
+    q.add_argument("--self-calibration", type=unit_interval, default=RELEASE_SELF_CALIBRATION,
+                   help="share of the support's own bias taken off the answer, 0 to 1 (default "
+                        f"{RELEASE_SELF_CALIBRATION:g}, chosen on validation patients, notebook 03: the support is "
+                        "first localised in itself; 0: the networks' points as they are, the paper's)")
     q.add_argument("--starts", choices=STARTS, default=RELEASE_STARTS,
                    help=f"the runs' starts (default {RELEASE_STARTS}: the same K for every landmark, chosen on "
                         "validation patients), independent (K per landmark, the paper) or pooled (K distinct "

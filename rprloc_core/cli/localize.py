@@ -42,6 +42,8 @@ class PreparedSupport:
     settings: dict
     embedding_s: float
     queries: int
+    bias_mm: np.ndarray | None    # the support's own bias (self-calibration), None when not asked for
+    calibration_s: float
 
 
 def query_outputs(queries, out, overlay) -> list[tuple[Path, Path, Path | None]]:
@@ -84,7 +86,9 @@ def localize_command(args) -> int:
     from rprloc_core.data.cases import checked_mask
     from rprloc_core.data.organs import canonical_organ
     from rprloc_core.geometry.landmarks import extreme_points
+    from rprloc_core.rprloc.config import RELEASE_SELF_CALIBRATION_RUNS
     from rprloc_core.rprloc.inference import encode_supports, stack_organ_landmarks
+    from rprloc_core.rprloc.self_calibration import support_bias_mm
 
     jobs = query_outputs(args.query, args.out, args.overlay)
     wanted = [canonical_organ(o) for o in args.organs] if args.organs else None
@@ -111,7 +115,9 @@ def localize_command(args) -> int:
     settings = {"support": str(args.support), "support_labels": str(args.support_labels), "support_organs": organs,
                 "models": str(args.models),
                 "schedule": ["coarse", "coarse"] if args.coarse_only else list(args.steps), "k": args.k,
-                "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior, "seed": args.seed}
+                "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior,
+                "self_calibration": args.self_calibration, "self_calibration_runs": RELEASE_SELF_CALIBRATION_RUNS,
+                "seed": args.seed}
     todo = [job for job in jobs if not (args.resume and _done_with(job[1], {"query": str(job[0]), **settings}))]
     if len(todo) < len(jobs):
         print(f"--resume: {len(jobs) - len(todo)} of {len(jobs)} queries already done with these settings")
@@ -120,8 +126,15 @@ def localize_command(args) -> int:
     start = time.perf_counter()
     embeddings = encode_supports((support.volume, points), {"coarse": coarse, "fine": fine})
     embedding_s = time.perf_counter() - start
+    bias = None
+    if args.self_calibration > 0:       # once per series, like the embeddings
+        bias = support_bias_mm(support.volume, points, coarse, fine, schedule=tuple(settings["schedule"]),
+                               k=args.k, repeats=RELEASE_SELF_CALIBRATION_RUNS, seed=args.seed,
+                               organ_of_point=organ_of_point, support_embeddings=embeddings,
+                               ensemble=args.ensemble, starts=args.starts)
+    calibration_s = time.perf_counter() - start - embedding_s
     prepared = PreparedSupport(support, points, organ_of_point, coarse, fine, models, base_spacing, embeddings,
-                               settings, embedding_s, len(todo))
+                               settings, embedding_s, len(todo), bias, calibration_s)
     failed = []
     for query_path, out, overlay in todo:
         try:
@@ -153,6 +166,7 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
     from rprloc_core.rprloc.answer_checks import organ_checks
     from rprloc_core.rprloc.config import RELEASE_REMAINING_MOVE_WARN_MM
     from rprloc_core.rprloc.inference import localize, remaining_moves_mm
+    from rprloc_core.rprloc.self_calibration import calibrate
 
     query_image = read_ct(query_path, "query")
     query = preprocess(query_image, {}, prepared.base_spacing, "query", str(query_path))
@@ -162,20 +176,25 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
                       schedule=tuple(settings["schedule"]), k=settings["k"], rng=np.random.default_rng(settings["seed"]),
                       organ_of_point=organ_of_point, ensemble=settings["ensemble"], starts=settings["starts"],
                       support_embeddings=prepared.embeddings)
-    predicted = result.points_by_organ()
     # No labels in a query: say when an answer does not hold up (the organ cut by the scan or missing).
+    # The checks look at the networks' own points, where their threshold was chosen (notebook 03).
     moves = None if prepared.fine is None else remaining_moves_mm(query.volume, result.points_mm, prepared.fine,
                                                                   prepared.embeddings["fine"])
     checks = organ_checks(query.volume, result.points_mm, organ_of_point, moves)
+    if prepared.bias_mm is not None:
+        result.points_mm = calibrate(result.points_mm, prepared.bias_mm, settings["self_calibration"])
+    predicted = result.points_by_organ()
     support_points = {o: points[np.asarray(organ_of_point) == o] for o in predicted}
     # The box: around the predicted points, or (size prior > 0) the support's landmarks placed on
     # their mean with an extent blended from the support's box and theirs (notebook 04).
     boxed = {o: size_prior_box_points(p, support_points[o], settings["size_prior"]) for o, p in predicted.items()}
     report = {"query": str(query_path), **settings, "time_s_per_organ": result.wall_s_per_organ,
               "support_embedding_s": prepared.embedding_s,
+              "support_self_calibration_s": prepared.calibration_s,
               "support_embedding_shared_by": prepared.queries,
-              "timing": "time_s_per_organ: this query's localization, the support's embeddings excluded "
-                        "(computed once, support_embedding_s, for every query of the command)",
+              "timing": "time_s_per_organ: this query's localization, the support's embeddings and self-calibration "
+                        "excluded (computed once, support_embedding_s and support_self_calibration_s, for every "
+                        "query of the command)",
               "coordinates": "LPS mm (x, y, z)",
               "index_convention": "box_index_zyx: continuous (z, y, x) voxel indices of the query image as read "
                                   "(voxel centres are whole numbers)",

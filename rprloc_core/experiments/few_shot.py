@@ -10,6 +10,8 @@ The supports are the protocol's plus further draws from the same validation pool
 one-shot supports stay the same). For n supports, the sets are the n-long windows of that list
 taken cyclically, one starting at each support: every support is in n of them, and the spread over
 the sets is the table's SD. Predictions are cached per (support set, query) and resumable.
+Self-calibration (`rprloc.self_calibration`) is left out at every n, one support included, so the
+table compares fusions of the same runs; the one-shot tables' default row has it.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ def _read(settings, protocol: Protocol, support_set: str, query_id: str) -> tupl
     """(points (P, 3), seconds, organ_of_point) of one run, from the one-shot evaluation's cache
     where it holds it (`_evaluated`), else from this module's."""
     if _evaluated(protocol, support_set):
-        run = rprloc_predictions.read(settings, support_set, query_id)
+        # uncalibrated, like every fused run: self-calibration is defined for one support only
+        run = rprloc_predictions.read(settings, support_set, query_id, calibrated=False)
         points = rprloc_predictions.stage_points(run, rprloc_predictions.DEFAULT_STAGE, settings.rprloc.inference.k)
         return points, float(run["wall_s_default"]), run.organ_of_point
     run = cache(settings).read(support_set, query_id)

@@ -12,7 +12,10 @@ through two more coarse steps, and, separately, through the fine step:
 The runs are independent draws, so the prediction for a smaller K is the mean of the first K runs:
 Table 1's K grid comes from one K_max computation. The profile's default schedule
 (`rprloc.inference`: its steps, ensemble and starts, chosen on validation patients) is run
-separately with K runs, as the stage "default".
+separately with K runs, as the stage "default". Its points are cached as the networks placed them;
+with self-calibration (`rprloc.inference.self_calibration` > 0) `read` takes the share of the
+support's own bias off them, from each support's bias computed once into a cache of its own
+(`support_bias`), so a change of the weight recomputes nothing.
 
 Diagonal points only serve Table 1 (Mc one step), so only "start" and "coarse1" are computed for
 them: the same generator draws the same starts, so these equal the first stages of a full run.
@@ -22,6 +25,7 @@ once per support (`support_landmarks`), not once per query.
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -35,6 +39,7 @@ from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import Method, score_points
 from rprloc_core.experiments.models import load_models, models_hash
 from rprloc_core.rprloc.inference import encode_supports, localize, stack_organ_landmarks
+from rprloc_core.rprloc.self_calibration import calibrate, support_bias_mm
 
 STAGES = ("start", "coarse1", "coarse2", "coarse3", "fine")
 FIRST_STAGES = STAGES[:2]                   # K_max runs, in "first_step_mm"; the rest: K runs, "later_steps_mm"
@@ -109,6 +114,47 @@ def predict_all(settings, protocol, strategies=("extreme", "diagonal"), parallel
     run_jobs(compute_pair, jobs, "RPR-Loc predictions", parallel, progress)
 
 
+def _bias_cache(settings) -> PredictionCache:
+    """data/<dataset>/predictions/<profile>/rprloc-self-calibration/: one support's bias per file."""
+    inference = settings.rprloc.inference
+    key = {"method": "rprloc-self-calibration", "models": models_hash(settings), "k": inference.k,
+           "default": inference.default_options, "runs": inference.self_calibration_runs, "seed": settings.seed}
+    return PredictionCache.for_method(settings, "rprloc-self-calibration", key)
+
+
+def support_bias(settings, support_id: str, organ_of_point) -> np.ndarray:
+    """The support's bias (P, 3) mm for these stacked extreme points (`rprloc.self_calibration`),
+    computed once per support for all its organs and cached. With shared starts every landmark's
+    runs are the same whichever organs are asked for, so one computation serves every query."""
+    store = _bias_cache(settings)
+    if not store.has(support_id, support_id):
+        inference = settings.rprloc.inference
+        support = dataset.load_case(settings, support_id)
+        organs = tuple(o for o in HAN_ORGANS if o in support.labels)
+        points, organs_of_points, embeddings = support_landmarks(settings, support_id, organs, "extreme")
+        models = main_models(settings)
+        start = time.perf_counter()
+        bias = support_bias_mm(support.volume, points, models["coarse"], models["fine"], k=inference.k,
+                               repeats=inference.self_calibration_runs, seed=settings.seed,
+                               organ_of_point=organs_of_points, support_embeddings=embeddings,
+                               **inference.default_options)
+        store.write(support_id, support_id, organs_of_points, bias_mm=bias,
+                    wall_s_per_organ=np.array((time.perf_counter() - start) / len(organs)))
+    cached = store.read(support_id, support_id)
+    blocks = {o: cached.organ_points(cached["bias_mm"], o) for o in cached.organs}
+    wanted = list(dict.fromkeys(organ_of_point))
+    missing = [o for o in wanted if o not in blocks]
+    if missing:
+        raise ValueError(f"support {support_id} has no {', '.join(missing)}: no bias to take off")
+    return np.concatenate([blocks[o] for o in wanted]) if wanted else np.zeros((0, 3))
+
+
+def support_bias_seconds_per_organ(settings, support_id: str) -> float:
+    """What computing the support's bias took per organ (one thread in the worker processes)."""
+    support_bias(settings, support_id, ())
+    return float(_bias_cache(settings).read(support_id, support_id)["wall_s_per_organ"])
+
+
 def have_predictions(settings, protocol, strategy: str = "extreme") -> bool:
     """Whether every pair is cached for the current models (False if there are no trained models)."""
     try:
@@ -117,8 +163,15 @@ def have_predictions(settings, protocol, strategy: str = "extreme") -> bool:
         return False
 
 
-def read(settings, support_id: str, query_id: str, strategy: str = "extreme") -> PairPredictions:
-    return cache(settings, strategy).read(support_id, query_id)
+def read(settings, support_id: str, query_id: str, strategy: str = "extreme", calibrated: bool = True) -> PairPredictions:
+    """One pair's cached predictions; the default schedule's points with the profile's
+    self-calibration taken off (`calibrated=False`: as the networks placed them)."""
+    run = cache(settings, strategy).read(support_id, query_id)
+    weight = settings.rprloc.inference.self_calibration
+    if calibrated and weight > 0 and "default_points_mm" in run.arrays:
+        bias = support_bias(settings, support_id, run.organ_of_point)
+        run.arrays["default_points_mm"] = calibrate(run["default_points_mm"], bias, weight)
+    return run
 
 
 def stage_points(run: PairPredictions, stage: str, k: int) -> np.ndarray:
@@ -146,9 +199,8 @@ def score(settings, protocol, strategy: str, stages_and_k, labels: dict) -> pd.D
     pairs; `labels`: stage -> the method name its rows get. time_s is NaN: times come from the
     timing harness, not from the cache."""
     rows = []
-    store = cache(settings, strategy)
     for support_id, query_id in protocol.pairs:
-        run = store.read(support_id, query_id)
+        run = read(settings, support_id, query_id, strategy)
         for stage, k in stages_and_k:
             rows += score_points(settings, query_id, run.organ_of_point, stage_points(run, stage, k),
                                  method=labels[stage], stage=stage, strategy=strategy, K=k, support=support_id)
@@ -158,14 +210,23 @@ def score(settings, protocol, strategy: str, stages_and_k, labels: dict) -> pd.D
 
 
 def rprloc_method(coarse, fine=None, schedule=("coarse",), k: int = 15, seed: int = 0, device=None,
-                  **options) -> Method:
+                  self_calibration: float = 0.0, self_calibration_runs: int = 3, **options) -> Method:
     """RPR-Loc as an evaluation method (run now, not cached): all organs' landmarks localized in
-    one batched call. `options`: further `localize` options (ensemble, starts, pool_factor)."""
+    one batched call. `options`: further `localize` options (ensemble, starts, pool_factor). With
+    `self_calibration` > 0 the support's bias is computed in every call, as for a single query
+    from the CLI, and counts in its time."""
     def predict(query, support, support_points):
         points, organ_of_point, _ = stack_organ_landmarks(support_points)
         result = localize(query.volume, (support.volume, points), coarse, fine,
                           rng=case_rng(seed, query.case_id, support.case_id), schedule=tuple(schedule), k=k,
                           organ_of_point=organ_of_point, device=device, **options)
-        return result.points_by_organ(), result.wall_s
+        if self_calibration <= 0:
+            return result.points_by_organ(), result.wall_s
+        start = time.perf_counter()
+        bias = support_bias_mm(support.volume, points, coarse, fine, schedule=tuple(schedule), k=k,
+                               repeats=self_calibration_runs, seed=seed, organ_of_point=organ_of_point,
+                               device=device, **options)
+        result.points_mm = calibrate(result.points_mm, bias, self_calibration)
+        return result.points_by_organ(), result.wall_s + time.perf_counter() - start
 
     return predict

@@ -10,12 +10,14 @@ The validation protocol (`evaluation.protocol.validation_protocol`): supports dr
 the training patients, queries = every validation patient with at least one of the organs. The
 test supports are validation patients too, so they appear here as queries, which tunes nothing
 about the test queries. Each candidate runs from a fresh generator seeded by the pair, so
-candidates with the same starts share them: the comparison is paired.
+candidates with the same starts share them: the comparison is paired. A self-calibrated schedule is
+its uncalibrated candidate's cached points with the support's bias taken off (the profile's default
+gets a row of its own when it is calibrated); its time adds the bias's, computed once per pair.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -27,8 +29,10 @@ from rprloc_core.evaluation.predictions import PredictionCache
 from rprloc_core.evaluation.protocol import Protocol, case_rng
 from rprloc_core.evaluation.scoring import score_points
 from rprloc_core.experiments.models import models_hash
-from rprloc_core.experiments.rprloc_predictions import main_models, support_landmarks
+from rprloc_core.experiments.rprloc_predictions import (main_models, support_bias, support_bias_seconds_per_organ,
+                                                        support_landmarks)
 from rprloc_core.rprloc.inference import POOL_FACTOR, localize
+from rprloc_core.rprloc.self_calibration import calibrate
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Schedule:
     starts: str = "independent"
     ensemble: str = "mean_position"
     pool_factor: int = POOL_FACTOR
+    self_calibration: float = 0.0     # share of the support's own bias taken off (rprloc.self_calibration)
 
     @property
     def label(self) -> str:
@@ -44,11 +49,17 @@ class Schedule:
         text = " > ".join(names[s] for s in self.steps)
         starts = {"independent": None, "shared": "shared starts",
                   "pooled": f"pooled starts x{self.pool_factor}"}[self.starts]
-        extras = [e for e in (starts, self.ensemble == "mean_embedding" and "embedding mean") if e]
+        calibration = self.self_calibration > 0 and f"self-calibration {self.self_calibration:g}"
+        extras = [e for e in (starts, self.ensemble == "mean_embedding" and "embedding mean", calibration) if e]
         return text + (f" ({', '.join(extras)})" if extras else "")
 
     def options(self) -> dict:
+        """Its `localize` options (self-calibration is applied to localize's points afterwards)."""
         return {"ensemble": self.ensemble, "starts": self.starts, "pool_factor": self.pool_factor}
+
+    @property
+    def uncalibrated(self) -> "Schedule":
+        return replace(self, self_calibration=0.0)
 
 
 # The candidates, in the order the table lists them. The first is the paper's Mc + Mf.
@@ -121,6 +132,18 @@ def predict_all(settings, protocol: Protocol, k: int, parallel: bool = True, pro
     run_jobs(compute_pair, jobs, "schedules on validation patients", parallel, progress)
 
 
+def _calibrated_candidates(settings) -> list[Schedule]:
+    default = default_schedule(settings)
+    return [default] if default.self_calibration > 0 else []
+
+
+def _candidate_index(schedule: Schedule) -> int:
+    labels = [c.label for c in CANDIDATES]
+    if schedule.uncalibrated.label not in labels:
+        raise ValueError(f"{schedule.uncalibrated.label!r} is not a cached candidate ({labels})")
+    return labels.index(schedule.uncalibrated.label)
+
+
 def per_query(settings, protocol: Protocol, k: int) -> pd.DataFrame:
     """Per (schedule, support, query, organ) metrics, with each pair's wall time per organ."""
     rows, store = [], _cache(settings, k)
@@ -131,13 +154,26 @@ def per_query(settings, protocol: Protocol, k: int) -> pd.DataFrame:
             rows += score_points(settings, query_id, run.organ_of_point, run[f"points_{i}"], method=candidate.label,
                                  strategy="extreme", support=support_id,
                                  time_s=float(run[f"wall_s_{i}"]) / n_organs)
+        for schedule in _calibrated_candidates(settings):
+            i = _candidate_index(schedule)
+            points = calibrate(run[f"points_{i}"], support_bias(settings, support_id, run.organ_of_point),
+                               schedule.self_calibration)
+            rows += score_points(settings, query_id, run.organ_of_point, points, method=schedule.label,
+                                 strategy="extreme", support=support_id,
+                                 time_s=float(run[f"wall_s_{i}"]) / n_organs
+                                 + support_bias_seconds_per_organ(settings, support_id))
     return pd.DataFrame(rows)
 
 
 def cached_points(settings, k: int, support_id: str, query_id: str, label: str) -> tuple:
-    """(organ of each point, predicted points (P, 3)) of one candidate on one validation pair, from
-    the cache `predict_all` filled."""
+    """(organ of each point, predicted points (P, 3)) of one candidate (or the self-calibrated
+    default) on one validation pair, from the cache `predict_all` filled."""
     run = _cache(settings, k).read(support_id, query_id)
+    for schedule in _calibrated_candidates(settings):
+        if schedule.label == label:
+            points = run[f"points_{_candidate_index(schedule)}"]
+            return run.organ_of_point, calibrate(points, support_bias(settings, support_id, run.organ_of_point),
+                                                 schedule.self_calibration)
     return run.organ_of_point, run[f"points_{[c.label for c in CANDIDATES].index(label)}"]
 
 
@@ -163,6 +199,7 @@ def schedule_table(per_query_frame: pd.DataFrame, organs=HAN_ORGANS) -> pd.DataF
     table["IoU vs Mc > Mf (pts)"] = pd.Series(deltas)
     table["s/organ"] = by_method.time_s.mean()
     order = [c.label for c in CANDIDATES if c.label in table.index]
+    order += [m for m in table.index if m not in order]          # the self-calibrated default last
     return table.loc[order].round(3).rename_axis("schedule").reset_index()
 
 
@@ -170,4 +207,5 @@ def default_schedule(settings) -> Schedule:
     """The profile's default schedule (Table 2's "default" row, Table 3's RPR-Loc row, the widget):
     the steps and options of `rprloc.inference`."""
     inference = settings.rprloc.inference
-    return Schedule(tuple(inference.steps), inference.starts, inference.ensemble, inference.pool_factor)
+    return Schedule(tuple(inference.steps), inference.starts, inference.ensemble, inference.pool_factor,
+                    inference.self_calibration)

@@ -258,7 +258,8 @@ def time_rprloc(settings, support_id: str, query_ids, threads=None, progress: bo
     models = load_models(settings, ["coarse", "fine"])
     inference = settings.rprloc.inference
     predict = rprloc_method(models["coarse"], models["fine"], k=inference.k, seed=settings.seed,
-                            **inference.default_options)
+                            self_calibration=inference.self_calibration,
+                            self_calibration_runs=inference.self_calibration_runs, **inference.default_options)
     threads = settings.template_matching.timing_threads if threads is None else threads
     with torch_threads(threads):
         evaluate(settings, predict, RPRLOC_LABEL, [support_id], query_ids[:1], progress=False)   # warm-up

@@ -24,6 +24,11 @@ RELEASE_STARTS = "shared"
 # (`geometry.landmarks.with_support_box_size`; beyond the paper, chosen on validation patients in
 # notebook 04; 0 gives the paper's box). The demo profile's size_prior_weight holds the same.
 RELEASE_SIZE_PRIOR = 0.5
+# Half of the support's own bias (the support localised in itself, 3 runs) taken off the answer
+# (`rprloc.self_calibration`; beyond the paper, chosen on validation patients in notebook 03; 0:
+# the networks' points as they are). The demo profile's self_calibration(_runs) hold the same.
+RELEASE_SELF_CALIBRATION = 0.5
+RELEASE_SELF_CALIBRATION_RUNS = 3
 
 # An answer whose fine model would still move its points by more than this (mean over an organ's
 # points, mm) is reported with a warning (`rprloc.answer_checks`): the 90th percentile of that move
