@@ -385,13 +385,14 @@ def markdown(report: dict) -> str:
     rows.append("")
     rows.append("Template matching, same query and support, same run (s/organ, 1 / 2 threads): " + ", ".join(
         f"{m} {v['1']['per_organ_s']:.2f} / {v['2']['per_organ_s']:.2f}" for m, v in tm.items()))
-    rows.append(f"Default schedule vs fastest template matching ({report['fastest_template_matching']}): "
+    uncalibrated = " (its engine, without self-calibration)" if report.get("self_calibration") else ""
+    rows.append(f"Default schedule{uncalibrated} vs fastest template matching ({report['fastest_template_matching']}): "
                 f"{report['default_vs_fastest_template_matching_2_threads']:.1f}x faster on 2 threads.")
     default = report["schedules"][report["default_schedule"]]
     reused = default.get("this, support embeddings reused")
     if reused:
-        rows.append(f"Default schedule with the support's embeddings computed once and reused (a series of queries, "
-                    f"the widget): {reused['1']['per_organ_s']:.3f} / {reused['2']['per_organ_s']:.3f} s/organ "
+        rows.append(f"Default schedule with the support's embeddings (and its self-calibration) computed once and "
+                    f"reused (a series of queries, the widget): {reused['1']['per_organ_s']:.3f} / {reused['2']['per_organ_s']:.3f} s/organ "
                     "on 1 / 2 threads.")
     calibration = report.get("self_calibration")
     if calibration:

@@ -459,9 +459,10 @@ plt.show()
 # one whose speed the benchmark measured. **It is the release since 2026-11-28** (this checkpoint,
 # the one scored, published with the first-16 Mc; the old Mf kept as `fine_teacher`; the r-sweep
 # models retrained from the new ones; every result regenerated). On the test queries, which chose
-# nothing, the default schedule goes from 40.4 to 41.5 % IoU (8.63 -> 8.26 mm) and Mc + Mf from
-# 40.2 to 40.7 % (8.66 -> 8.49 mm). Repeated coarse steps, which no rule above scored, are worse
-# with the first-16 Mc: two steps 38.0 -> 37.0 %, three 38.7 -> 35.1 % (notebook 03's Table 2).
+# nothing, the default schedule (before self-calibration, notebook 03) goes from 40.4 to 41.5 % IoU
+# (8.63 -> 8.26 mm) and Mc + Mf from 40.2 to 40.7 % (8.66 -> 8.49 mm). Repeated coarse steps,
+# which no rule above scored, are worse with the first-16 Mc: two steps 38.0 -> 37.0 %, three 38.7
+# -> 35.1 % (notebook 03's Table 2).
 # In the loss curves above, the new Mf's training curve is its distance to the teacher's offsets
 # (about 10 mm^2), not to the truth; its validation curve, like every other, uses the true offsets.
 #

@@ -108,6 +108,31 @@ def test_size_prior_draws_the_box(scans, trained, tmp_path, capsys):
     assert "between 0 and 1" in capsys.readouterr().err
 
 
+def test_self_calibration_moves_the_answer_by_a_share_of_the_supports_own_bias(scans, trained, tmp_path):
+    root = scans[0]
+
+    def answer(weight):
+        out = tmp_path / f"calibrated-{weight}.json"
+        argv = ["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+                "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "--query",
+                str(root / "query.nrrd"), "--out", str(out), "--k", "3", "--size-prior", "0",
+                *(["--self-calibration", weight] if weight is not None else [])]
+        assert cli.main(argv) == 0
+        report = json.loads(out.read_text(encoding="utf-8"))
+        organ = report["organs"]["Brainstem"]
+        return report, np.array(list(organ["extreme_points_lps_mm"].values())), organ["checks"]
+
+    default, half, half_checks = answer(None)
+    assert default["self_calibration"] == cli.RELEASE_SELF_CALIBRATION > 0 and default["self_calibration_runs"] >= 1
+    assert default["support_self_calibration_s"] > 0
+    off, raw, raw_checks = answer("0")
+    assert off["support_self_calibration_s"] < default["support_self_calibration_s"]
+    _, full, _ = answer("1")
+    assert not np.allclose(half, raw)
+    assert np.allclose(half - raw, 0.5 * (full - raw), atol=1e-3)      # the same bias, a share of it taken off
+    assert half_checks == raw_checks                                     # the checks judge the networks' points
+
+
 def test_a_series_of_queries_gives_each_the_result_of_a_single_call(scans, trained, tmp_path, capsys):
     """Several queries: the support is embedded once, each query's boxes are those of a call with
     that query alone, each overlay is written and its figure closed; a broken query is reported and the others go on (exit 2); --resume skips the
