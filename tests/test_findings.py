@@ -17,12 +17,12 @@ def test_schedule_findings_names_a_candidate_that_beats_the_default():
     table = schedule_table([("Mc > Mf", 36.7, 1.5), ("default", 35.6, 0.15), ("cheaper", 36.4, 0.10),
                             ("slower", 36.0, 0.4)])
     text = schedule_findings(table, "default")
-    assert "cheaper (36.4 % IoU" in text and "slower (" not in text and "no longer the best" in text
+    assert "cheaper (36.4 % IoU" in text and "slower (" not in text and "not the best trade-off" in text
 
 
 def test_schedule_findings_say_nothing_more_when_the_default_is_not_beaten():
     table = schedule_table([("Mc > Mf", 36.7, 1.5), ("default", 35.6, 0.10), ("slower", 36.0, 0.4)])
-    assert "no longer the best" not in schedule_findings(table, "default")
+    assert "not the best trade-off" not in schedule_findings(table, "default")
 
 
 def test_cc2d_findings_compare_with_rprloc_per_organ_and_name_the_costliest_scale():

@@ -296,8 +296,9 @@ def schedule_findings(schedule_table: pd.DataFrame, default_label: str) -> str:
         if len(better):
             lines.append("At least as accurate and at least as fast as the default here: " + "; ".join(
                 f"{label} ({r['IoU %']:.1f} % IoU, {r['s/organ']:.3g} s)" for label, r in better.iterrows())
-                + ". The default was chosen with an earlier release; with these models it is no longer the best "
-                  "trade-off measured, and switching it is open work.")
+                + ". On these supports the default is not the best trade-off measured; a candidate that leads "
+                  "here replaces it only after passing a rule written before scoring on more training supports "
+                  "(the prose of this notebook lists those that did not).")
     else:
         lines.append(f"The profile's default ({default_label}) is not among the candidates measured here.")
     spread = table["IoU %"].max() - table["IoU %"].min()
