@@ -54,12 +54,8 @@ def cut_volume(volume: Volume, first: int, stop: int) -> Volume:
 
 # The networks' own points: the remaining move asks whether they agree with their answer, so it is
 # measured where they left it, before self-calibration shifts it (as in the CLI).
-def _schedule(settings):
-    return schedules.default_schedule(settings).uncalibrated
-
-
 def _cache(settings, k: int) -> PredictionCache:
-    schedule = _schedule(settings)
+    schedule = schedules.default_schedule(settings).uncalibrated
     key = {"method": "rprloc-answer-checks", "models": models_hash(settings), "k": k, "seed": settings.seed,
            "schedule": schedule.label, "variants": list(VARIANTS), "margin_mm": MARGIN_MM, "min_slices": MIN_SLICES}
     return PredictionCache.for_method(settings, "rprloc-answer-checks", key)
@@ -73,7 +69,7 @@ def compute_pair(settings, support_id: str, query_id: str, k: int) -> None:
     wanted = tuple(o for o in HAN_ORGANS if o in query.labels)
     volume = dataset.load_case(settings, support_id).volume
     points, organ_of_point, embeddings = support_landmarks(settings, support_id, wanted, "extreme")
-    models, schedule = main_models(settings), _schedule(settings)
+    models, schedule = main_models(settings), schedules.default_schedule(settings).uncalibrated
     arrays = {}
     for variant, (first, stop) in cut_ranges(query).items():
         scan = cut_volume(query.volume, first, stop)

@@ -72,12 +72,8 @@ def voted_boxes(points, support_points, organ_of_point, weight: float, votes: sl
 
 # The votes compare landmark subsets on the networks' own points (uncalibrated: the 13 landmarks'
 # self-calibration would cost four times the runs and changes every subset alike).
-def _schedule(settings):
-    return schedules.default_schedule(settings).uncalibrated
-
-
 def _cache(settings, k: int) -> PredictionCache:
-    schedule = _schedule(settings)
+    schedule = schedules.default_schedule(settings).uncalibrated
     key = {"method": "rprloc-centre-votes", "models": models_hash(settings), "k": k, "seed": settings.seed,
            "schedule": schedule.label, "landmarks": "6 extreme, centroid, 6 midway"}
     return PredictionCache.for_method(settings, "rprloc-centre-votes", key)
@@ -98,7 +94,7 @@ def compute_pair(settings, support_id: str, query_id: str, k: int, organs=HAN_OR
     query = dataset.load_case(settings, query_id)
     wanted = tuple(o for o in organs if o in query.labels)
     volume, points, organ_of_point = _support(settings, support_id, wanted)
-    models, schedule = main_models(settings), _schedule(settings)
+    models, schedule = main_models(settings), schedules.default_schedule(settings).uncalibrated
     # Seeded as the schedule comparison: the same K shared starts as the default schedule's run.
     result = localize(query.volume, (volume, points), models["coarse"], models["fine"],
                       rng=case_rng(settings.seed, query_id, support_id), schedule=schedule.steps, k=k,

@@ -123,10 +123,10 @@ def _bias_cache(settings) -> PredictionCache:
     return PredictionCache.for_method(settings, "rprloc-self-calibration", key)
 
 
-def support_bias(settings, support_id: str, organ_of_point) -> np.ndarray:
-    """The support's bias (P, 3) mm for these stacked extreme points (`rprloc.self_calibration`),
-    computed once per support for all its organs and cached. With shared starts every landmark's
-    runs are the same whichever organs are asked for, so one computation serves every query."""
+@lru_cache(maxsize=16)
+def _support_bias_file(settings, support_id: str) -> tuple[dict, float]:
+    """({organ: bias (6, 3) mm}, seconds per organ it took) of one support, computed into its cache
+    file the first time and read once per process (every query of that support reuses it)."""
     store = _bias_cache(settings)
     if not store.has(support_id, support_id):
         inference = settings.rprloc.inference
@@ -145,6 +145,14 @@ def support_bias(settings, support_id: str, organ_of_point) -> np.ndarray:
                     wall_s_per_organ=np.array(seconds / len(organs)))
     cached = store.read(support_id, support_id)
     blocks = {o: cached.organ_points(cached["bias_mm"], o) for o in cached.organs}
+    return blocks, float(cached["wall_s_per_organ"])
+
+
+def support_bias(settings, support_id: str, organ_of_point) -> np.ndarray:
+    """The support's bias (P, 3) mm for these stacked extreme points (`rprloc.self_calibration`),
+    computed once per support for all its organs and cached. With shared starts every landmark's
+    runs are the same whichever organs are asked for, so one computation serves every query."""
+    blocks, _ = _support_bias_file(settings, support_id)
     wanted = list(dict.fromkeys(organ_of_point))
     missing = [o for o in wanted if o not in blocks]
     if missing:
@@ -153,9 +161,8 @@ def support_bias(settings, support_id: str, organ_of_point) -> np.ndarray:
 
 
 def support_bias_seconds_per_organ(settings, support_id: str) -> float:
-    """What computing the support's bias took per organ (one thread in the worker processes)."""
-    support_bias(settings, support_id, ())
-    return float(_bias_cache(settings).read(support_id, support_id)["wall_s_per_organ"])
+    """What computing the support's bias took per organ (one thread)."""
+    return _support_bias_file(settings, support_id)[1]
 
 
 def have_predictions(settings, protocol, strategy: str = "extreme") -> bool:
@@ -221,20 +228,16 @@ def rprloc_method(coarse, fine=None, schedule=("coarse",), k: int = 15, seed: in
     from the CLI, and counts in its time."""
     def predict(query, support, support_points):
         points, organ_of_point, _ = stack_organ_landmarks(support_points)
-        if self_calibration <= 0:
-            result = localize(query.volume, (support.volume, points), coarse, fine,
-                              rng=case_rng(seed, query.case_id, support.case_id), schedule=tuple(schedule), k=k,
-                              organ_of_point=organ_of_point, device=device, **options)
-            return result.points_by_organ(), result.wall_s
         start = time.perf_counter()           # as the CLI: the support embedded once, for its runs and the query's
         embeddings = encode_supports((support.volume, points), {"coarse": coarse, "fine": fine}, device=device)
-        bias = support_bias_mm(support.volume, points, coarse, fine, schedule=tuple(schedule), k=k,
-                               repeats=self_calibration_runs, seed=seed, organ_of_point=organ_of_point,
-                               support_embeddings=embeddings, device=device, **options)
         result = localize(query.volume, (support.volume, points), coarse, fine,
                           rng=case_rng(seed, query.case_id, support.case_id), schedule=tuple(schedule), k=k,
                           organ_of_point=organ_of_point, device=device, support_embeddings=embeddings, **options)
-        result.points_mm = calibrate(result.points_mm, bias, self_calibration)
+        if self_calibration > 0:
+            bias = support_bias_mm(support.volume, points, coarse, fine, schedule=tuple(schedule), k=k,
+                                   repeats=self_calibration_runs, seed=seed, organ_of_point=organ_of_point,
+                                   support_embeddings=embeddings, device=device, **options)
+            result.points_mm = calibrate(result.points_mm, bias, self_calibration)
         return result.points_by_organ(), time.perf_counter() - start
 
     return predict
