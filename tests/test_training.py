@@ -188,3 +188,25 @@ def test_a_release_entry_names_the_teacher_and_the_start(volumes, tmp_path, monk
     recorded = read_checkpoint(entry["source"])["extra"]["train_config"]
     assert recorded["teacher"] == recorded["init_from"] == "fine_teacher"
     assert str(tmp_path) not in repr(entry["training"]) + repr(recorded)
+
+
+def test_augmented_training_resumes_exactly_and_validates_on_plain_pairs(volumes, tmp_path):
+    train, val = volumes
+    config = small_config(steps=6, val_every=3, augment_zoom=0.1, augment_yaw_deg=10.0)
+    one = train_pnet(config, train, val, tmp_path / "one", device="cpu", progress=False)
+    train_pnet(dataclasses.replace(config, steps=4), train, val, tmp_path / "two", device="cpu", progress=False)
+    train_pnet(config, train, val, tmp_path / "two", device="cpu", progress=False)
+    a = read_checkpoint(tmp_path / "one" / "last.pt")["state_dict"]
+    b = read_checkpoint(tmp_path / "two" / "last.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)      # the transforms' draws are part of the saved stream
+    plain = train_pnet(dataclasses.replace(config, augment_zoom=0.0, augment_yaw_deg=0.0), train, val,
+                       tmp_path / "plain", device="cpu", progress=False)
+    c = read_checkpoint(tmp_path / "plain" / "last.pt")["state_dict"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the augmentation reached the training patches
+    # the untrained model's validation loss is the same with or without augmentation: plain pairs
+    untrained = [load_history(tmp_path / run)["val_loss_mm2"].iloc[0] for run in ("one", "plain")]
+    assert untrained[0] == untrained[1]
+    assert one["steps"] == plain["steps"] == 6
+    with pytest.raises(ValueError, match="cannot resume.*augment_zoom"):
+        train_pnet(dataclasses.replace(config, augment_zoom=0.2, steps=8), train, val, tmp_path / "one",
+                   device="cpu", progress=False)

@@ -72,6 +72,8 @@ class TrainConfig:
                                               # from the main model with another r), not random; a
                                               # wider first block is cut to first_width (pruning.py)
     teacher: str | None = None                # distil: learn this Pnet's offsets, not the true ones
+    augment_zoom: float = 0.0                 # each training patch zoomed by up to +- this share ...
+    augment_yaw_deg: float = 0.0              # ... and turned about z by up to +- this (augmentation.py)
 
     def to_dict(self) -> dict:
         """Plain types only (lists, not tuples or arrays), for checkpoints and JSON."""

@@ -29,6 +29,7 @@ from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import PatchCutter, cut_patches, require_volume_fits_patch
 from rprloc_core.geometry.volume import Volume
+from rprloc_core.rprloc.augmentation import draw_transforms, sample_patches, source_size
 from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
 from rprloc_core.rprloc.pnet import (
     TRAINING_STATE_FORMAT,
@@ -217,7 +218,11 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
         if state["step"] >= config.steps:
             return _summary(state, config, out_dir, time.perf_counter() - t_call, "already_done", True)
 
-    train_patches = GridPatches(train_grids, config.patch_size, device)
+    augment = config.augment_zoom > 0 or config.augment_yaw_deg > 0
+    # Augmented patches are sampled from larger cuts around the same centres; validation never is.
+    cut_size = (source_size(config.patch_size, spacing, config.augment_zoom, config.augment_yaw_deg) if augment
+                else config.patch_size)
+    train_patches = GridPatches(train_grids, cut_size, device)
     val_patches = GridPatches(val_grids, config.patch_size, device)
     r_mm = model.r_mm
     r2 = float(np.mean(np.square(r_mm))) if config.normalise_loss else 1.0
@@ -256,6 +261,9 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
                                       config.mode, rng, config.fine_range_vox, config.local_fraction,
                                       config.local_range_vox)
         patches = train_patches(groups)
+        if augment:
+            scales, yaws = draw_transforms(len(patches), config.augment_zoom, config.augment_yaw_deg, rng)
+            patches = sample_patches(patches, config.patch_size, spacing, scales, yaws)
         err = pair_errors_mm(model, patches, groups, spacing, r_mm, teacher)
         mse_mm2 = err.pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
