@@ -207,6 +207,8 @@ def test_augmented_training_resumes_exactly_and_validates_on_plain_pairs(volumes
     untrained = [load_history(tmp_path / run)["val_loss_mm2"].iloc[0] for run in ("one", "plain")]
     assert untrained[0] == untrained[1]
     assert one["steps"] == plain["steps"] == 6
+    with pytest.raises(ValueError, match="augment_zoom must be in"):
+        train_pnet(dataclasses.replace(config, augment_zoom=-0.1), train, val, tmp_path / "bad", progress=False)
     with pytest.raises(ValueError, match="cannot resume.*augment_zoom"):
         train_pnet(dataclasses.replace(config, augment_zoom=0.2, steps=8), train, val, tmp_path / "one",
                    device="cpu", progress=False)

@@ -29,7 +29,7 @@ from rprloc_core.checkpoints import atomic_torch_save, calls_so_far
 from rprloc_core.errors import DataError
 from rprloc_core.geometry.patches import PatchCutter, cut_patches, require_volume_fits_patch
 from rprloc_core.geometry.volume import Volume
-from rprloc_core.rprloc.augmentation import draw_transforms, sample_patches, source_size
+from rprloc_core.rprloc.augmentation import check_augmentation, draw_transforms, sample_patches, source_size
 from rprloc_core.rprloc.config import RESUMABLE_CHANGES, TrainConfig
 from rprloc_core.rprloc.pnet import (
     TRAINING_STATE_FORMAT,
@@ -179,6 +179,7 @@ def train_pnet(config: TrainConfig, train_volumes: Sequence[Volume], val_volumes
     `config.downsample` of it. Returns a summary dict (steps, best_val_loss_mm2, wall_s,
     pairs_per_s, ...). If `out_dir/last.pt` already reached `config.steps`, returns at once."""
     t_call = time.perf_counter()
+    check_augmentation(config.augment_zoom, config.augment_yaw_deg)   # a negative one would be ignored
     device = resolve_device(device)
     keep_freed_memory()   # 2.4-2.7x faster steps on a CPU, the same numbers (allocator.py)
     out_dir = Path(out_dir)
