@@ -5,7 +5,9 @@ and over the three axes (what torch's MSELoss gives). Reported losses are always
 optimised loss is optionally divided by mean(r^2), a constant that keeps gradients near 1 (Adam is
 almost invariant to it, but weight decay is not, so it is a recorded option). With a `teacher`
 (distillation) the training loss compares with that model's offsets instead of the true ones; the
-validation loss always compares with the true offsets, so histories stay comparable.
+validation loss always compares with the true offsets, so histories stay comparable. With
+`augment_zoom` / `augment_yaw_deg` each training patch is zoomed and turned about its own centre
+(`augmentation.py`); validation patches never are, for the same reason.
 
 Files in `out_dir`: `best.pt` (lowest validation loss; a plain PNet checkpoint), `last.pt` (model,
 optimizer, scheduler, step, RNG state, history: everything a resumed run needs), `history.csv`
