@@ -223,7 +223,8 @@ def _measure_self_calibration(task, support, points, organs, coarse, fine, n_org
     def call():
         return support_bias_mm(support, points, coarse, fine, schedule=tuple(task["steps"]), k=task["k"],
                                repeats=task["runs"], organ_of_point=organs, support_embeddings=embeddings,
-                               starts=task["starts"], ensemble=task["ensemble"], pool_factor=task["pool_factor"])
+                               starts=task["starts"], ensemble=task["ensemble"], pool_factor=task["pool_factor"],
+                               scatter_mm=task["scatter_mm"])
 
     call()                                      # warm-up
     walls = []
@@ -254,7 +255,8 @@ def measure(task: dict) -> dict:
 
     from rprloc_core.rprloc.inference import encode_supports, localize, localize_naive
 
-    schedule = Schedule(tuple(task["steps"]), task["starts"], task["ensemble"], task["pool_factor"])
+    schedule = Schedule(tuple(task["steps"]), task["starts"], task["ensemble"], task["pool_factor"],
+                        scatter_mm=task["scatter_mm"])
     batch_size = None                                   # each model's default_batch_size
     if task["engine"] == "previous":
         coarse, fine, batch_size = with_previous_kernels(coarse), with_previous_kernels(fine), 16
@@ -266,7 +268,7 @@ def measure(task: dict) -> dict:
 
     def call(seed):
         kwargs = dict(schedule=schedule.steps, k=task["k"], ensemble=schedule.ensemble, organ_of_point=organs,
-                      rng=np.random.default_rng(seed))
+                      rng=np.random.default_rng(seed), scatter_mm=schedule.scatter_mm)
         if task["engine"] == "naive":
             return localize_naive(query, (support, points), coarse, fine, starts=schedule.starts, **kwargs)
         return localize(query, (support, points), coarse, fine, starts=schedule.starts,
@@ -475,7 +477,8 @@ def main(argv=None) -> dict:
 
     def task(schedule, engine, threads, **extra):
         return {**base, "kind": "rprloc", "steps": list(schedule.steps), "starts": schedule.starts,
-                "ensemble": schedule.ensemble, "pool_factor": schedule.pool_factor, "engine": engine,
+                "ensemble": schedule.ensemble, "pool_factor": schedule.pool_factor,
+                "scatter_mm": schedule.scatter_mm, "engine": engine,
                 "threads": threads, **extra}
 
     schedules = {}

@@ -7,10 +7,10 @@ first support, for a chosen K (runs per landmark) and the models trained with ot
 (notebook 02's r sweep). It answers at once because nothing is computed twice: the support
 embeddings are computed once per model, the K_max starts once per query (K starts are the first K
 of them), and each result is kept. With the mean of positions the runs are independent until an
-"average" step, so the steps before it run once for K_max runs per (query, r pair) and a K takes
-their first K: with no average step a new K needs no network call at all; with one (the demo's
-Mc > avg > Mf) it costs the steps after it, one patch per landmark. With the embedding mean every
-step couples the runs, so a new K reruns the schedule.
+"average" or "scatter" step, so the steps before it run once for K_max runs per (query, r pair) and
+a K takes their first K: with no such step a new K needs no network call at all; with one it costs
+the steps after it (one patch per landmark after an average, K after a scatter). With the
+embedding mean every step couples the runs, so a new K reruns the schedule.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from rprloc_core.experiments import models
 from rprloc_core.geometry.boxes import bounding_box, box_from_points, mask_centroid
 from rprloc_core.geometry.landmarks import size_prior_box_points
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
-from rprloc_core.rprloc.inference import AVERAGE, draw_starts, encode_supports, localize, stack_organ_landmarks
+from rprloc_core.rprloc.inference import REGROUP_STEPS, draw_starts, encode_supports, localize, stack_organ_landmarks
 
 
 class KrRuns:
@@ -42,11 +42,11 @@ class KrRuns:
         self.models = models.load_models(settings)
         inference = settings.rprloc.inference
         self.k_max, self.ensemble = max(inference.k_max, WIDGET_K_MAX), inference.ensemble
-        self.starts, self.pool_factor = inference.starts, inference.pool_factor
+        self.starts, self.pool_factor, self.scatter_mm = inference.starts, inference.pool_factor, inference.scatter_mm
         steps = tuple(inference.steps)
-        first_average = steps.index(AVERAGE) if AVERAGE in steps else len(steps)
-        # the steps whose K_max runs serve every K (runs independent until they are averaged)
-        split = first_average if self.ensemble == "mean_position" else 0
+        first_regroup = min((steps.index(s) for s in REGROUP_STEPS if s in steps), default=len(steps))
+        # the steps whose K_max runs serve every K (runs independent until they are regrouped)
+        split = first_regroup if self.ensemble == "mean_position" else 0
         self.shared_steps, self.per_k_steps = steps[:split], steps[split:]
         self._embeddings, self._starts, self._shared, self._results, self._queries = {}, {}, {}, {}, {}
 
@@ -85,7 +85,7 @@ class KrRuns:
         """Positions (K, P, 3) after `steps` from `start_mm` (K, P, 3)."""
         result = localize(self.query(query_id).volume, (self.support.volume, self.points),
                           self.models[names[0]], self.models[names[1]], schedule=steps, k=len(start_mm),
-                          ensemble=self.ensemble, start_mm=start_mm,
+                          ensemble=self.ensemble, start_mm=start_mm, scatter_mm=self.scatter_mm,
                           support_embeddings=self._support_embeddings(names), rng=np.random.default_rng(0))
         return result.trajectories_mm[-1]
 

@@ -23,7 +23,7 @@ from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.detector.config import DetectorTrainConfig
 from rprloc_core.errors import RprlocError
 from rprloc_core.pin.config import PINTrainConfig
-from rprloc_core.rprloc.config import ENSEMBLES, STARTS, STEPS, TrainConfig
+from rprloc_core.rprloc.config import ENSEMBLES, MOVES, STARTS, STEPS, TrainConfig
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DATASETS = ("openkbp", "phantom", "cases")
@@ -89,13 +89,17 @@ class InferenceSettings:
     size_prior_weight: float = 0.0        # notebook 04's size-prior weight w (see experiments.size_prior)
     self_calibration: float = 0.0         # share of the support's own bias taken off (rprloc.self_calibration)
     self_calibration_runs: int = 3        # localisations of the support in itself that give the bias
+    scatter_mm: float = 0.0               # a "scatter" step's half-width per axis (rprloc.inference)
 
     def __post_init__(self):
         if not 1 <= self.k <= self.k_max:
             raise SettingsError(f"rprloc.inference: need 1 <= k <= k_max, got k={self.k}, k_max={self.k_max}")
-        if not self.steps or any(step not in STEPS for step in self.steps) or self.steps[0] == "average":
+        if not self.steps or any(step not in STEPS for step in self.steps) or self.steps[0] not in MOVES:
             raise SettingsError(f"rprloc.inference.steps must be a list of {STEPS} that starts with a move, "
                                 f"not {list(self.steps)}")
+        if self.scatter_mm < 0 or ("scatter" in self.steps and not self.scatter_mm > 0):
+            raise SettingsError(f"rprloc.inference.scatter_mm must be > 0 with a scatter step (>= 0 without), "
+                                f"got {self.scatter_mm}")
         if self.ensemble not in ENSEMBLES:
             raise SettingsError(f"rprloc.inference.ensemble must be one of {ENSEMBLES}, not {self.ensemble!r}")
         if self.starts not in STARTS:
@@ -115,9 +119,9 @@ class InferenceSettings:
 
     @property
     def default_options(self) -> dict:
-        """The `localize` options of the default schedule: its steps, ensemble, starts and pool."""
+        """The `localize` options of the default schedule: its steps, ensemble, starts, pool and scatter."""
         return {"schedule": tuple(self.steps), "ensemble": self.ensemble, "starts": self.starts,
-                "pool_factor": self.pool_factor}
+                "pool_factor": self.pool_factor, "scatter_mm": self.scatter_mm}
 
     @property
     def k_values(self) -> tuple:

@@ -219,6 +219,14 @@ def test_steps_are_checked_before_anything(scans, tmp_path, capsys, steps):
     assert exit_.value.code == 2 and "--steps" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("scatter", ["0", "-2", "nan", "wide"])
+def test_scatter_width_is_checked_before_anything(scans, tmp_path, capsys, scatter):
+    root, _, _ = scans
+    with pytest.raises(SystemExit) as exit_:
+        localize(root, tmp_path, "--scatter-mm", scatter)
+    assert exit_.value.code == 2 and "--scatter-mm" in capsys.readouterr().err
+
+
 def test_query_smaller_than_a_patch(scans, tmp_path, capsys):
     root, _, _ = scans
     small = sitk.GetImageFromArray(np.random.default_rng(0).integers(-1000, 100, (10, 10, 10)).astype(np.int16))

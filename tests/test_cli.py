@@ -133,6 +133,26 @@ def test_self_calibration_moves_the_answer_by_a_share_of_the_supports_own_bias(s
     assert half_checks == raw_checks                                     # the checks judge the networks' points
 
 
+def test_a_scatter_step_is_run_with_its_width_and_recorded(scans, trained, tmp_path):
+    root = scans[0]
+
+    def answer(*extra):
+        out = tmp_path / f"scatter{'-'.join(extra)}.json"
+        argv = ["localize", "--models", str(trained), "--support", str(root / "support.nii.gz"),
+                "--support-labels", str(root / "support_labels"), "--organs", "Brainstem", "--query",
+                str(root / "query.nrrd"), "--out", str(out), "--k", "3", "--size-prior", "0",
+                "--self-calibration", "0", *extra]
+        assert cli.main(argv) == 0
+        report = json.loads(out.read_text(encoding="utf-8"))
+        return report, np.array(list(report["organs"]["Brainstem"]["extreme_points_lps_mm"].values()))
+
+    plain, plain_points = answer()
+    assert plain["scatter_mm"] == cli.RELEASE_SCATTER_MM and "scatter" not in plain["schedule"]
+    scattered, scattered_points = answer("--steps", "coarse,scatter,fine", "--scatter-mm", "9")
+    assert scattered["schedule"] == ["coarse", "scatter", "fine"] and scattered["scatter_mm"] == 9.0
+    assert not np.allclose(scattered_points, plain_points)          # the fine move made from other patches
+
+
 def test_a_series_of_queries_gives_each_the_result_of_a_single_call(scans, trained, tmp_path, capsys):
     """Several queries: the support is embedded once, each query's boxes are those of a call with
     that query alone, each overlay is written and its figure closed; a broken query is reported and the others go on (exit 2); --resume skips the

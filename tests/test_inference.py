@@ -158,6 +158,29 @@ def test_shared_starts_and_average_step_embed_each_patch_once():
         localize(vol, (vol, pts), oracle, schedule=("average",), rng=np.random.default_rng(0))
 
 
+def test_scatter_step_restarts_the_runs_around_their_mean():
+    """A scatter step puts the K runs of every landmark uniformly within +-scatter_mm of their mean
+    (the fine move then starts from K patches); the oracle still lands on the landmarks."""
+    vol = encoded_volume()
+    pts = support_points(vol)
+    oracle = PositionOracle((4, 6, 6))
+    kwargs = dict(schedule=("coarse", "scatter", "coarse"), starts="shared", k=8, scatter_mm=4.0)   # inside the scan
+    res = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **kwargs)
+    before, scattered = res.trajectories_mm[1], res.trajectories_mm[2]
+    offsets = scattered - before.mean(axis=0)
+    assert np.abs(offsets).max() <= 4.0 + 1e-9 and offsets.std(axis=0).min() > 1.0    # spread, within the cube
+    assert len(np.unique(scattered.reshape(-1, 3), axis=0)) == 8 * len(pts)            # every run its own draw
+    assert np.abs(res.points_mm - pts).max() < 1e-3
+    again = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **kwargs)
+    assert np.array_equal(again.trajectories_mm, res.trajectories_mm)                  # seeded: reproducible
+    narrower = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **{**kwargs, "scatter_mm": 2.0})
+    assert np.allclose(narrower.trajectories_mm[2] - before.mean(axis=0), offsets / 2, atol=1e-9)
+    with pytest.raises(ValueError, match="scatter_mm > 0"):
+        localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **{**kwargs, "scatter_mm": 0.0})
+    with pytest.raises(ValueError, match="give localize an rng"):
+        localize(vol, (vol, pts), oracle, rng=None, start_mm=before, **kwargs)
+
+
 def test_pooled_starts_are_distinct_per_landmark_and_cost_one_pool():
     vol = encoded_volume()
     pts = support_points(vol)
@@ -200,6 +223,7 @@ def test_few_shot_averages_support_embeddings():
     ("mean_position", ("coarse", "fine"), "independent"),
     ("mean_embedding", ("coarse", "fine"), "independent"),
     ("mean_position", ("coarse", "average", "fine", "fine"), "shared"),
+    ("mean_position", ("coarse", "scatter", "fine", "scatter", "fine"), "shared"),
     ("mean_embedding", ("coarse", "fine"), "pooled"),
 ])
 def test_batched_engine_equals_naive_loop(ensemble, schedule, starts):
@@ -212,7 +236,8 @@ def test_batched_engine_equals_naive_loop(ensemble, schedule, starts):
         coarse = PNet("han", 2, (4, 4, 4), r_mm=100.0, spacing_mm=[6.0, 4.0, 4.0]).eval()
         fine = PNet("han", 2, (4, 8, 8), r_mm=[10.0, 20.0, 20.0], spacing_mm=list(SPACING)).eval()
     # float32 batched and single-patch convolutions round differently; times r that is ~1e-3 mm
-    kwargs = dict(schedule=schedule, k=3, ensemble=ensemble, organ_of_point=["A", "A", "B", "B"], starts=starts)
+    kwargs = dict(schedule=schedule, k=3, ensemble=ensemble, organ_of_point=["A", "A", "B", "B"], starts=starts,
+                  scatter_mm=6.0)
     fast = localize(vol, (support, pts), coarse, fine, rng=np.random.default_rng(9), **kwargs)
     slow = localize_naive(vol, (support, pts), coarse, fine, rng=np.random.default_rng(9), **kwargs)
     assert np.abs(fast.trajectories_mm - slow.trajectories_mm).max() < 1e-2

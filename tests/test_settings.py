@@ -7,6 +7,7 @@ import pytest
 
 from rprloc_core.rprloc.config import (
     RELEASE_ENSEMBLE,
+    RELEASE_SCATTER_MM,
     RELEASE_SELF_CALIBRATION,
     RELEASE_SELF_CALIBRATION_RUNS,
     RELEASE_SIZE_PRIOR,
@@ -45,6 +46,9 @@ def test_overrides_are_applied_recorded_and_picklable():
     ({"rprloc.inference.steps": ["average", "fine"]}, "steps must be a list of"),
     ({"rprloc.inference.steps": ["coarse", "median"]}, "steps must be a list of"),
     ({"rprloc.inference.steps": []}, "steps must be a list of"),
+    ({"rprloc.inference.steps": ["scatter", "fine"]}, "steps must be a list of"),
+    ({"rprloc.inference.steps": ["coarse", "scatter", "fine"], "rprloc.inference.scatter_mm": 0.0}, "scatter_mm"),
+    ({"rprloc.inference.scatter_mm": -1.0}, "scatter_mm"),
     ({"data.dataset": "mnist"}, "data.dataset must be one of"),
     ({"seed.x": 1}, "is a value, not a section"),
 ])
@@ -70,7 +74,8 @@ def test_the_cli_defaults_are_the_demo_profiles_default_schedule():
     """The released models answer the CLI with the schedule chosen for them on validation patients."""
     inference = load_settings("demo").rprloc.inference
     assert inference.default_options == {"schedule": RELEASE_STEPS, "ensemble": RELEASE_ENSEMBLE,
-                                         "starts": RELEASE_STARTS, "pool_factor": inference.pool_factor}
+                                         "starts": RELEASE_STARTS, "pool_factor": inference.pool_factor,
+                                         "scatter_mm": RELEASE_SCATTER_MM}
     assert inference.size_prior_weight == RELEASE_SIZE_PRIOR
     assert (inference.self_calibration, inference.self_calibration_runs) == (RELEASE_SELF_CALIBRATION,
                                                                               RELEASE_SELF_CALIBRATION_RUNS)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rprloc_core.cli.checks import positive_int, step_list, unit_interval
+from rprloc_core.cli.checks import positive_float, positive_int, step_list, unit_interval
 from rprloc_core.cli.detect import DEFAULT_DETECTOR, detect_command
 from rprloc_core.cli.localize import DEFAULT_MODELS, localize_command
 from rprloc_core.cli.train import train_command
@@ -31,6 +31,7 @@ from rprloc_core.errors import RprlocError
 from rprloc_core.rprloc.config import (
     ENSEMBLES,
     RELEASE_ENSEMBLE,
+    RELEASE_SCATTER_MM,
     RELEASE_SELF_CALIBRATION,
     RELEASE_SIZE_PRIOR,
     RELEASE_STARTS,
@@ -72,7 +73,11 @@ def main(argv=None) -> int:
     q.add_argument("--steps", type=step_list, default=RELEASE_STEPS,
                    help=f"the schedule, comma-separated (default {','.join(RELEASE_STEPS)}: chosen on validation "
                         "patients, notebook 03; coarse,fine is the paper's Mc + Mf). average replaces each "
-                        "landmark's K runs by their mean, so later steps cost one patch per landmark")
+                        "landmark's K runs by their mean, so later steps cost one patch per landmark; scatter "
+                        "replaces them by K positions within --scatter-mm of their mean")
+    q.add_argument("--scatter-mm", type=positive_float, default=RELEASE_SCATTER_MM,
+                   help=f"half-width per axis of a scatter step's cube, mm (default {RELEASE_SCATTER_MM:g}, chosen "
+                        "on validation patients, notebook 03)")
     q.add_argument("--ensemble", choices=ENSEMBLES, default=RELEASE_ENSEMBLE,
                    help=f"how the K runs are combined (default {RELEASE_ENSEMBLE}, the paper's; mean_embedding "
                         "averages the K query embeddings at every step, as the authors' code)")

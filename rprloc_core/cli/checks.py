@@ -4,12 +4,13 @@ be written is found before any computation, and results are written atomically."
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from pathlib import Path
 
 from rprloc_core.errors import DataError
-from rprloc_core.rprloc.config import STEPS
+from rprloc_core.rprloc.config import MOVES, STEPS
 
 
 def positive_int(limit: int | None = None):
@@ -27,6 +28,17 @@ def positive_int(limit: int | None = None):
     return parse
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def unit_interval(text: str) -> float:
     """argparse type: a number from 0 to 1."""
     try:
@@ -39,13 +51,13 @@ def unit_interval(text: str) -> float:
 
 
 def step_list(text: str) -> tuple:
-    """argparse type: comma-separated schedule steps (coarse, fine, average), starting with a move."""
+    """argparse type: comma-separated schedule steps (coarse, fine, average, scatter), starting with a move."""
     steps = tuple(step.strip() for step in text.split(",") if step.strip())
     unknown = [step for step in steps if step not in STEPS]
     if not steps or unknown:
         raise argparse.ArgumentTypeError(f"steps are a comma-separated list of {', '.join(STEPS)}, got {text!r}")
-    if steps[0] == "average":
-        raise argparse.ArgumentTypeError("the first step must move the runs (coarse or fine), not average them")
+    if steps[0] not in MOVES:
+        raise argparse.ArgumentTypeError(f"the first step must move the runs (coarse or fine), not {steps[0]}")
     return steps
 
 

@@ -115,7 +115,8 @@ def localize_command(args) -> int:
     settings = {"support": str(args.support), "support_labels": str(args.support_labels), "support_organs": organs,
                 "models": str(args.models),
                 "schedule": ["coarse", "coarse"] if args.coarse_only else list(args.steps), "k": args.k,
-                "ensemble": args.ensemble, "starts": args.starts, "size_prior": args.size_prior,
+                "ensemble": args.ensemble, "starts": args.starts, "scatter_mm": args.scatter_mm,
+                "size_prior": args.size_prior,
                 "self_calibration": args.self_calibration, "self_calibration_runs": RELEASE_SELF_CALIBRATION_RUNS,
                 "seed": args.seed}
     todo = [job for job in jobs if not (args.resume and _done_with(job[1], {"query": str(job[0]), **settings}))]
@@ -131,7 +132,7 @@ def localize_command(args) -> int:
         bias = support_bias_mm(support.volume, points, coarse, fine, schedule=tuple(settings["schedule"]),
                                k=args.k, repeats=RELEASE_SELF_CALIBRATION_RUNS, seed=args.seed,
                                organ_of_point=organ_of_point, support_embeddings=embeddings,
-                               ensemble=args.ensemble, starts=args.starts)
+                               ensemble=args.ensemble, starts=args.starts, scatter_mm=args.scatter_mm)
     calibration_s = time.perf_counter() - start - embedding_s
     prepared = PreparedSupport(support, points, organ_of_point, coarse, fine, models, base_spacing, embeddings,
                                settings, embedding_s, len(todo), bias, calibration_s)
@@ -175,7 +176,7 @@ def localize_one(query_path: Path, out: Path, overlay: Path | None, prepared: Pr
     result = localize(query.volume, (prepared.case.volume, points), prepared.coarse, prepared.fine,
                       schedule=tuple(settings["schedule"]), k=settings["k"], rng=np.random.default_rng(settings["seed"]),
                       organ_of_point=organ_of_point, ensemble=settings["ensemble"], starts=settings["starts"],
-                      support_embeddings=prepared.embeddings)
+                      scatter_mm=settings["scatter_mm"], support_embeddings=prepared.embeddings)
     # No labels in a query: say when an answer does not hold up (the organ cut by the scan or missing).
     # The checks look at the networks' own points, where their threshold was chosen (notebook 03).
     moves = None if prepared.fine is None else remaining_moves_mm(query.volume, result.points_mm, prepared.fine,

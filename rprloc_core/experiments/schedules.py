@@ -1,8 +1,8 @@
 """Choosing RPR-Loc's inference schedule on validation patients (never on the test queries).
 
 A schedule is the sequence of steps the K runs of every landmark take (coarse or fine model moves,
-and "average": the K runs replaced by their mean, after which each step costs one patch per
-landmark), how the runs start (independent uniform starts per landmark, or the same K starts
+"average": the K runs replaced by their mean, after which each step costs one patch per
+landmark, and "scatter": the K runs restarted around their mean), how the runs start (independent uniform starts per landmark, or the same K starts
 shared by every landmark) and how the runs are combined (the paper's mean of positions, or the
 authors' code's mean of embeddings).
 
@@ -42,10 +42,11 @@ class Schedule:
     ensemble: str = "mean_position"
     pool_factor: int = POOL_FACTOR
     self_calibration: float = 0.0     # share of the support's own bias taken off (rprloc.self_calibration)
+    scatter_mm: float = 0.0           # a "scatter" step's half-width per axis
 
     @property
     def label(self) -> str:
-        names = {"coarse": "Mc", "fine": "Mf", "average": "avg"}
+        names = {"coarse": "Mc", "fine": "Mf", "average": "avg", "scatter": f"scatter ±{self.scatter_mm:g} mm"}
         text = " > ".join(names[s] for s in self.steps)
         starts = {"independent": None, "shared": "shared starts",
                   "pooled": f"pooled starts x{self.pool_factor}"}[self.starts]
@@ -55,7 +56,8 @@ class Schedule:
 
     def options(self) -> dict:
         """Its `localize` options (self-calibration is applied to localize's points afterwards)."""
-        return {"ensemble": self.ensemble, "starts": self.starts, "pool_factor": self.pool_factor}
+        return {"ensemble": self.ensemble, "starts": self.starts, "pool_factor": self.pool_factor,
+                "scatter_mm": self.scatter_mm}
 
     @property
     def uncalibrated(self) -> "Schedule":
@@ -78,6 +80,7 @@ CANDIDATES = (
     Schedule(("coarse", "fine"), "pooled", "mean_embedding", 8),
     Schedule(("coarse", "average", "fine"), "shared"),
     Schedule(("coarse", "average", "fine", "fine"), "shared"),
+    Schedule(("coarse", "scatter", "fine"), "shared", scatter_mm=12.0),
 )
 
 
@@ -98,7 +101,7 @@ def run_candidates(query, support_volume, points, organ_of_point, models, embedd
     done: dict[tuple, tuple] = {}       # (starts, pool, ensemble, steps) -> (positions (K, P, 3), seconds)
     out = {}
     for candidate in CANDIDATES:
-        base = (candidate.starts, candidate.pool_factor, candidate.ensemble)
+        base = (candidate.starts, candidate.pool_factor, candidate.ensemble, candidate.scatter_mm)
         prefix = max((n for n in range(1, len(candidate.steps)) if (*base, candidate.steps[:n]) in done), default=0)
         start, seconds = done[(*base, candidate.steps[:prefix])] if prefix else (None, 0.0)
         result = localize(query.volume, (support_volume, points), models["coarse"], models["fine"],
@@ -208,4 +211,4 @@ def default_schedule(settings) -> Schedule:
     the steps and options of `rprloc.inference`."""
     inference = settings.rprloc.inference
     return Schedule(tuple(inference.steps), inference.starts, inference.ensemble, inference.pool_factor,
-                    inference.self_calibration)
+                    inference.self_calibration, inference.scatter_mm)

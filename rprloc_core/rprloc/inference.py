@@ -62,6 +62,10 @@ from rprloc_core.rprloc.config import ENSEMBLES, STARTS
 ENGINE_VERSION = 3
 MODEL_NAMES = ("coarse", "fine")
 AVERAGE = "average"            # schedule step: every landmark's K runs -> their mean position
+# schedule step: every landmark's K runs -> K positions drawn uniformly within +-scatter_mm (per
+# axis) of their mean, so that the next move is made from K patches and its own error averages out
+SCATTER = "scatter"
+REGROUP_STEPS = (AVERAGE, SCATTER)     # steps that regroup the runs; the rest move them
 POOL_FACTOR = 4                # "pooled" starts: a pool of 4K (2K, 4K, 8K compared in notebook 03)
 # Patches per network call when none is asked for. On a CPU the time per patch is lowest while a
 # layer's activations stay in the core's cache, so the batch is sized by activation volume: patch
@@ -278,7 +282,7 @@ def _normalise_supports(supports) -> list[tuple[Volume, np.ndarray]]:
     return out
 
 
-def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device):
+def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm=0.0):
     if not isinstance(query, Volume):
         raise TypeError("query must be a Volume")
     supports = _normalise_supports(supports)
@@ -287,9 +291,9 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
         raise ValueError("schedule needs at least one step, e.g. ('coarse',)")
     models = {"coarse": coarse, "fine": fine}
     for name in schedule:
-        if name not in (*MODEL_NAMES, AVERAGE):
-            raise ValueError(f"schedule steps must be 'coarse', 'fine' or {AVERAGE!r}, not {name!r}")
-        if name != AVERAGE and models[name] is None:
+        if name not in (*MODEL_NAMES, *REGROUP_STEPS):
+            raise ValueError(f"schedule steps must be 'coarse', 'fine', {AVERAGE!r} or {SCATTER!r}, not {name!r}")
+        if name not in REGROUP_STEPS and models[name] is None:
             raise ValueError(f"the schedule {schedule} uses the {name} model, but none was given")
     if ensemble not in ENSEMBLES:
         raise ValueError(f"ensemble must be one of {ENSEMBLES}, not {ensemble!r}")
@@ -298,9 +302,11 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
     n_points = len(supports[0][1])
     if organ_of_point is not None and len(organ_of_point) != n_points:
         raise ValueError(f"organ_of_point has {len(organ_of_point)} entries for {n_points} landmarks")
-    if all(name == AVERAGE for name in schedule):
+    if all(name in REGROUP_STEPS for name in schedule):
         raise ValueError(f"the schedule {schedule} has no network step")
-    specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule) if name != AVERAGE}
+    if SCATTER in schedule and not float(scatter_mm) > 0:
+        raise ValueError(f"a {SCATTER!r} step needs scatter_mm > 0 (the half-width of its cube, mm), got {scatter_mm}")
+    specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule) if name not in REGROUP_STEPS}
     device = torch.device(device) if device is not None else _model_device(next(iter(specs.values())).model)
     _move_to([spec.model for spec in specs.values()], device)
     # Model grids, built once per call; the same volume object may serve as query and support.
@@ -352,6 +358,20 @@ def draw_starts(query: Volume, k: int, n_points: int, rng: np.random.Generator,
     return positions[picks]                                                     # (K, P, 3)
 
 
+def regroup_runs(pos: np.ndarray, step: str, rng, scatter_mm: float, lo_mm, hi_mm) -> np.ndarray:
+    """The K runs (K, P, 3) after an "average" step (all at their mean) or a "scatter" step (K
+    positions uniform within +-scatter_mm per axis of their mean, clipped to the query's extent)."""
+    mean = pos.mean(axis=0)
+    if step == AVERAGE:
+        return np.broadcast_to(mean, pos.shape)
+    return np.clip(mean + rng.uniform(-scatter_mm, scatter_mm, size=pos.shape), lo_mm, hi_mm)
+
+
+def _require_rng_for_scatter(schedule, rng) -> None:
+    if SCATTER in schedule and rng is None:
+        raise ValueError(f"a {SCATTER!r} step draws positions: give localize an rng")
+
+
 def _timing(wall_s, organ_of_point):
     if organ_of_point is None:
         return None, None
@@ -364,14 +384,17 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
              schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
              organ_of_point: Sequence[str] | None = None, device=None, batch_size: int | None = None,
              start_mm: np.ndarray | None = None, starts: str = "independent", pool_factor: int = POOL_FACTOR,
-             support_embeddings: Mapping[str, np.ndarray] | None = None) -> LocalizationResult:
+             support_embeddings: Mapping[str, np.ndarray] | None = None,
+             scatter_mm: float = 0.0) -> LocalizationResult:
     """Localise P landmarks (several organs may be concatenated) in `query`.
 
     supports: (support Volume, points_mm (P, 3)) or a list of them (few-shot: embeddings averaged).
     coarse, fine: models (PNet or any object following the module docstring's model interface).
     schedule: steps, e.g. ("coarse",), ("coarse", "coarse"), ("coarse", "fine"); an "average" step
     replaces the K runs of every landmark by their mean position, so the steps after it cost one
-    patch per landmark: ("coarse", "average", "fine", "fine").
+    patch per landmark: ("coarse", "average", "fine", "fine"). A "scatter" step replaces them by K
+    positions drawn from `rng` uniformly within +-`scatter_mm` per axis of their mean (clipped to
+    the query), so the next move starts from K patches around the mean: ("coarse", "scatter", "fine").
     Every network call is batched over runs, landmarks and organs, in chunks of `batch_size` patches
     (default: `default_batch_size` of each model); each distinct patch is embedded once.
     starts: "independent" (K uniform non-air starts per landmark), "shared" (the same K starts for
@@ -383,7 +406,8 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
     """
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
-        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device)
+        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm)
+    _require_rng_for_scatter(schedule, rng)
     lo_mm, hi_mm = query.extent_mm()
     with _eval_mode([s.model for s in specs.values()]):
         if support_embeddings is None:
@@ -408,8 +432,8 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
         trajectory = [pos]
         marks = [time.perf_counter()]
         for name in schedule:
-            if name == AVERAGE:
-                pos = np.broadcast_to(pos.mean(axis=0), pos.shape)
+            if name in REGROUP_STEPS:
+                pos = regroup_runs(pos, name, rng, scatter_mm, lo_mm, hi_mm)
                 trajectory.append(pos)
                 marks.append(time.perf_counter())
                 continue
@@ -457,13 +481,13 @@ def remaining_moves_mm(query: Volume, points_mm, model, support_embedding, batch
 def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random.Generator,
                    schedule: Sequence[str] = ("coarse",), k: int = 15, ensemble: str = "mean_position",
                    organ_of_point: Sequence[str] | None = None, device=None,
-                   starts: str = "independent") -> LocalizationResult:
+                   starts: str = "independent", scatter_mm: float = 0.0) -> LocalizationResult:
     """The same algorithm with Python loops: per landmark, per run, one network call per patch
     (no batching, no reuse of a patch embedded before). Only the benchmark (and a consistency test)
     uses it, to measure what batching and reuse buy."""
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
-        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device)
+        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm)
     lo_mm, hi_mm = query.extent_mm()
 
     def embed_one(spec, grid_volume, pos_mm):
@@ -484,6 +508,9 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
         query_grids = {name: grid(query, spec, "query") for name, spec in specs.items()}
 
         start = draw_starts(query, k, n_points, rng, starts)
+        # the scatter steps' draws, in the order the batched engine takes them from rng
+        scatter = {step: rng.uniform(-scatter_mm, scatter_mm, size=(k, n_points, 3))
+                   for step, name in enumerate(schedule, start=1) if name == SCATTER}
         trajectory = np.zeros((len(schedule) + 1, k, n_points, 3))
         trajectory[0] = start
         for p in range(n_points):
@@ -491,6 +518,11 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
             for step, name in enumerate(schedule, start=1):
                 if name == AVERAGE:
                     runs = [np.mean(runs, axis=0)] * k
+                    trajectory[step, :, p] = runs
+                    continue
+                if name == SCATTER:
+                    mean = np.mean(runs, axis=0)
+                    runs = [np.clip(mean + scatter[step][r, p], lo_mm, hi_mm) for r in range(k)]
                     trajectory[step, :, p] = runs
                     continue
                 spec, qgrid = specs[name], query_grids[name]
