@@ -517,3 +517,14 @@ plt.show()
 # Mc above (+0.27 uncalibrated; here +0.41): more coarse training moves the default schedule by a
 # few tenths. The runs stayed outside the repository; the option stays in `train_pnet` for a
 # retrain that wants it.
+#
+# **Weight averages of the fine-tuned copies** (2026-11-29, twenty-third session, no GPU lent).
+# The runs above all start from the released weights, so they may sit in one basin, where a
+# uniform average of the weights ("model soup") often beats each member at no cost at inference.
+# Mc soup: the release, the resumed Mc (12,000 steps) and the Mc control above; Mf soup: the
+# release and the two fine-tuned Mf above. Same protocol and rule as above (written before any
+# soup was built; two of the Mc soup's members had been scored on these 9 supports, so a second
+# stage on 20 unused supports would have decided). With self-calibration, against the release:
+# Mc soup +0.29 ± 0.54 (7 of 9 up, AWD -0.12 mm), Mf soup +0.37 ± 0.66 (6 of 9), both +0.45 ±
+# 0.76 (5 of 9): none reaches +1.0, no second stage, the release stays. The averages keep what the
+# extra coarse training gave (a few tenths) and add nothing of their own.
