@@ -1,10 +1,10 @@
 """Choosing RPR-Loc's inference schedule on validation patients (never on the test queries).
 
 A schedule is the sequence of steps the K runs of every landmark take (coarse or fine model moves,
-"average": the K runs replaced by their mean, after which each step costs one patch per
-landmark, and "scatter": the K runs restarted around their mean), how the runs start (independent uniform starts per landmark, or the same K starts
-shared by every landmark) and how the runs are combined (the paper's mean of positions, or the
-authors' code's mean of embeddings).
+"average": the K runs replaced by their mean, after which each step costs one patch per landmark,
+and "scatter": the K runs restarted around their mean), how the runs start (independent uniform
+starts per landmark, or the same K starts shared by every landmark) and how the runs are combined
+(the paper's mean of positions, or the authors' code's mean of embeddings).
 
 The validation protocol (`evaluation.protocol.validation_protocol`): supports drawn (seeded) from
 the training patients, queries = every validation patient with at least one of the organs. The
@@ -98,7 +98,7 @@ def run_candidates(query, support_volume, points, organ_of_point, models, embedd
     positions that one reached (the state between steps is only the K positions), and its time is
     the prefix's time (setup and its steps, timed step by step) plus the continuation's: Mc, Mc > Mc
     and Mc > Mf share their first step."""
-    done: dict[tuple, tuple] = {}       # (starts, pool, ensemble, steps) -> (positions (K, P, 3), seconds)
+    done: dict[tuple, tuple] = {}       # (starts, pool, ensemble, scatter, steps) -> (positions (K, P, 3), seconds)
     out = {}
     for candidate in CANDIDATES:
         base = (candidate.starts, candidate.pool_factor, candidate.ensemble, candidate.scatter_mm)
