@@ -291,8 +291,9 @@ display(Markdown(findings.training_evidence(settings, table2.per_query, training
 # d = 12 mm passed the first stage and missed the second by a hair on both counts, so the default
 # stays Mc > avg > Mf. The gain is real but small (about +0.8 points over all 29 supports, every
 # organ up by 0.3 to 0.6 on the 20), and it costs the fine model K patches per landmark instead of
-# one: the schedule table above has it as a candidate on this notebook's 3 validation supports,
-# with its time. A user who has the time can ask for it. Reported only: without self-calibration
+# one: the schedule table above has it as a candidate on this notebook's 3 validation supports
+# (uncalibrated: +0.4 points over the uncalibrated default at 0.32 instead of 0.03 s per organ,
+# about 10 times the time). A user who has the time can ask for it. Reported only: without self-calibration
 # it gains less (+0.5 to +0.7 points against the uncalibrated default), so part of its gain is a
 # steadier bias estimate. In the same session a weight average ("soup") of the released models
 # and their fine-tuned copies (notebook 02) gained +0.3 to +0.45 points on the 9, under its rule

@@ -25,7 +25,7 @@ RELEASE_STARTS = "shared"
 # The half-width (mm per axis) of a "scatter" step when a schedule asks for one (the CLI's
 # --scatter-mm; the demo profile's scatter_mm holds the same). The released schedule has none:
 # Mc > scatter > Mf gained +1.3 IoU points on 9 training supports but +0.5 (13 of 20 up) on 20
-# others, under the rule written first, at about 7 times the time (notebook 03).
+# others, under the rule written first, at about 10 times the time (notebook 03).
 RELEASE_SCATTER_MM = 12.0
 # The box around the predicted extreme points, redrawn with the support's box size at this weight
 # (`geometry.landmarks.with_support_box_size`; beyond the paper, chosen on validation patients in
