@@ -97,7 +97,7 @@ class InferenceSettings:
         if not self.steps or any(step not in STEPS for step in self.steps) or self.steps[0] not in MOVES:
             raise SettingsError(f"rprloc.inference.steps must be a list of {STEPS} that starts with a move, "
                                 f"not {list(self.steps)}")
-        if self.scatter_mm < 0 or ("scatter" in self.steps and not self.scatter_mm > 0):
+        if not self.scatter_mm >= 0 or ("scatter" in self.steps and not self.scatter_mm > 0):   # NaN too
             raise SettingsError(f"rprloc.inference.scatter_mm must be > 0 with a scatter step (>= 0 without), "
                                 f"got {self.scatter_mm}")
         if self.ensemble not in ENSEMBLES:

@@ -76,8 +76,8 @@ def main(argv=None) -> int:
                         "landmark's K runs by their mean, so later steps cost one patch per landmark; scatter "
                         "replaces them by K positions within --scatter-mm of their mean")
     q.add_argument("--scatter-mm", type=positive_float, default=RELEASE_SCATTER_MM,
-                   help=f"half-width per axis of a scatter step's cube, mm (default {RELEASE_SCATTER_MM:g}, chosen "
-                        "on validation patients, notebook 03)")
+                   help=f"half-width per axis of a scatter step's cube, mm (default {RELEASE_SCATTER_MM:g}, the best "
+                        "of 4, 8 and 12 on validation patients, notebook 03)")
     q.add_argument("--ensemble", choices=ENSEMBLES, default=RELEASE_ENSEMBLE,
                    help=f"how the K runs are combined (default {RELEASE_ENSEMBLE}, the paper's; mean_embedding "
                         "averages the K query embeddings at every step, as the authors' code)")
