@@ -29,7 +29,8 @@ from rprloc_core.experiments import models
 from rprloc_core.geometry.boxes import bounding_box, box_from_points, mask_centroid
 from rprloc_core.geometry.landmarks import size_prior_box_points
 from rprloc_core.plotting import ORGAN_COLOURS, boxes_in_views
-from rprloc_core.rprloc.inference import REGROUP_STEPS, draw_starts, encode_supports, localize, stack_organ_landmarks
+from rprloc_core.rprloc.config import REGROUP_STEPS
+from rprloc_core.rprloc.inference import draw_starts, encode_supports, localize, stack_organ_landmarks
 
 
 class KrRuns:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from rprloc_core.data.organs import HAN_ORGANS
 from rprloc_core.detector.config import DetectorTrainConfig
 from rprloc_core.errors import RprlocError
 from rprloc_core.pin.config import PINTrainConfig
-from rprloc_core.rprloc.config import ENSEMBLES, MOVES, STARTS, STEPS, TrainConfig
+from rprloc_core.rprloc.config import ENSEMBLES, MOVES, SCATTER, STARTS, STEPS, TrainConfig
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DATASETS = ("openkbp", "phantom", "cases")
@@ -97,7 +98,7 @@ class InferenceSettings:
         if not self.steps or any(step not in STEPS for step in self.steps) or self.steps[0] not in MOVES:
             raise SettingsError(f"rprloc.inference.steps must be a list of {STEPS} that starts with a move, "
                                 f"not {list(self.steps)}")
-        if not self.scatter_mm >= 0 or ("scatter" in self.steps and not self.scatter_mm > 0):   # NaN too
+        if not 0 <= self.scatter_mm < math.inf or (SCATTER in self.steps and not self.scatter_mm > 0):  # NaN too
             raise SettingsError(f"rprloc.inference.scatter_mm must be > 0 with a scatter step (>= 0 without), "
                                 f"got {self.scatter_mm}")
         if self.ensemble not in ENSEMBLES:

@@ -175,8 +175,9 @@ def test_scatter_step_restarts_the_runs_around_their_mean():
     assert np.array_equal(again.trajectories_mm, res.trajectories_mm)                  # seeded: reproducible
     narrower = localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **{**kwargs, "scatter_mm": 2.0})
     assert np.allclose(narrower.trajectories_mm[2] - before.mean(axis=0), offsets / 2, atol=1e-9)
-    with pytest.raises(ValueError, match="scatter_mm > 0"):
-        localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **{**kwargs, "scatter_mm": 0.0})
+    for bad in (0.0, np.inf, np.nan):
+        with pytest.raises(ValueError, match="finite scatter_mm > 0"):
+            localize(vol, (vol, pts), oracle, rng=np.random.default_rng(0), **{**kwargs, "scatter_mm": bad})
     with pytest.raises(ValueError, match="give localize an rng"):
         localize(vol, (vol, pts), oracle, rng=None, start_mm=before, **kwargs)
 

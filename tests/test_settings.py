@@ -50,6 +50,7 @@ def test_overrides_are_applied_recorded_and_picklable():
     ({"rprloc.inference.steps": ["coarse", "scatter", "fine"], "rprloc.inference.scatter_mm": 0.0}, "scatter_mm"),
     ({"rprloc.inference.scatter_mm": -1.0}, "scatter_mm"),
     ({"rprloc.inference.scatter_mm": float("nan")}, "scatter_mm"),
+    ({"rprloc.inference.scatter_mm": float("inf")}, "scatter_mm"),
     ({"data.dataset": "mnist"}, "data.dataset must be one of"),
     ({"seed.x": 1}, "is a value, not a section"),
 ])

@@ -13,8 +13,10 @@ STARTS = ("independent", "shared", "pooled")
 # The steps a schedule is made of: a move of the coarse or fine model, "average" (the K runs of
 # every landmark replaced by their mean; later steps cost one patch per landmark) or "scatter" (the
 # K runs replaced by K positions uniform within +-scatter_mm per axis of their mean).
-STEPS = ("coarse", "fine", "average", "scatter")
 MOVES = ("coarse", "fine")
+AVERAGE, SCATTER = "average", "scatter"
+REGROUP_STEPS = (AVERAGE, SCATTER)     # steps that regroup the K runs; the moves move them
+STEPS = (*MOVES, *REGROUP_STEPS)
 
 # The released models' inference schedule, chosen on validation patients (notebook 03,
 # results/demo/tables/schedule_validation.csv): the CLI's defaults. The demo profile's

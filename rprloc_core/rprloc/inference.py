@@ -54,18 +54,15 @@ from rprloc_core.geometry.patches import (
     round_to_voxel,
 )
 from rprloc_core.geometry.volume import Volume
-from rprloc_core.rprloc.config import ENSEMBLES, STARTS
+from rprloc_core.rprloc.config import AVERAGE, ENSEMBLES, MOVES, REGROUP_STEPS, SCATTER, STARTS
 
 # Bump when a change alters the engine's numbers or timings: cached predictions key on it.
 # 2: oneDNN convolutions, pairwise max pooling and per-model batch sizes (benchmarks/rprloc_inference.py).
 # 3: batch sizes from each model's activation volume (patch voxels x base width), not voxels alone.
 ENGINE_VERSION = 3
-MODEL_NAMES = ("coarse", "fine")
-AVERAGE = "average"            # schedule step: every landmark's K runs -> their mean position
-# schedule step: every landmark's K runs -> K positions drawn uniformly within +-scatter_mm (per
-# axis) of their mean, so that the next move is made from K patches and its own error averages out
-SCATTER = "scatter"
-REGROUP_STEPS = (AVERAGE, SCATTER)     # steps that regroup the runs; the rest move them
+# Schedule steps (rprloc.config): the moves (MOVES), AVERAGE (every landmark's K runs -> their mean
+# position) and SCATTER (-> K positions uniform within +-scatter_mm per axis of their mean, so that
+# the next move is made from K patches and its own error averages out).
 POOL_FACTOR = 4                # "pooled" starts: a pool of 4K (2K, 4K, 8K compared in notebook 03)
 # Patches per network call when none is asked for. On a CPU the time per patch is lowest while a
 # layer's activations stay in the core's cache, so the batch is sized by activation volume: patch
@@ -291,7 +288,7 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
         raise ValueError("schedule needs at least one step, e.g. ('coarse',)")
     models = {"coarse": coarse, "fine": fine}
     for name in schedule:
-        if name not in (*MODEL_NAMES, *REGROUP_STEPS):
+        if name not in (*MOVES, *REGROUP_STEPS):
             raise ValueError(f"schedule steps must be 'coarse', 'fine', {AVERAGE!r} or {SCATTER!r}, not {name!r}")
         if name not in REGROUP_STEPS and models[name] is None:
             raise ValueError(f"the schedule {schedule} uses the {name} model, but none was given")
@@ -304,8 +301,9 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
         raise ValueError(f"organ_of_point has {len(organ_of_point)} entries for {n_points} landmarks")
     if all(name in REGROUP_STEPS for name in schedule):
         raise ValueError(f"the schedule {schedule} has no network step")
-    if SCATTER in schedule and not float(scatter_mm) > 0:
-        raise ValueError(f"a {SCATTER!r} step needs scatter_mm > 0 (the half-width of its cube, mm), got {scatter_mm}")
+    if SCATTER in schedule and not (np.isfinite(scatter_mm) and scatter_mm > 0):
+        raise ValueError(f"a {SCATTER!r} step needs a finite scatter_mm > 0 (its cube's half-width, mm), "
+                         f"got {scatter_mm}")
     specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule) if name not in REGROUP_STEPS}
     device = torch.device(device) if device is not None else _model_device(next(iter(specs.values())).model)
     _move_to([spec.model for spec in specs.values()], device)
