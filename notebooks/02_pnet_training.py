@@ -528,3 +528,36 @@ plt.show()
 # Mc soup +0.29 ± 0.54 (7 of 9 up, AWD -0.12 mm), Mf soup +0.37 ± 0.66 (6 of 9), both +0.45 ±
 # 0.76 (5 of 9): none reaches +1.0, no second stage, the release stays. The averages keep what the
 # extra coarse training gave (a few tenths) and add nothing of their own.
+#
+# **Training pairs across patients** (2026-11-29, twenty-fourth session, no GPU lent). Every
+# training pair so far came from one scan, while a support and a query are two patients: nothing in
+# the loss asks two patients' embeddings to agree. Pairs across patients need a correspondence,
+# and the one available without labels is an intensity registration. So 1,200 random pairs of
+# training patients were registered with the project's atlas registration (`baselines.registration`:
+# affine, moments start, mean squares, three levels; 0.15 s per pair on Mc's 6 x 4 x 4 mm grid),
+# and a cross pair was a support patch in one patient and a query patch in the other, its target
+# the move to the support centre's image under the affine map. The released Mc was fine-tuned
+# 1,500 steps (fresh Adam, lr 1e-4, x0.9 every 250 steps) with half of each step's patches in cross
+# pairs (4 patient pairs x 8 + 8 patches, both directions, the query patches within ±8 voxels of the
+# images of the support patches) and half in the usual groups; the control had the usual groups
+# only. Rule, written before scoring: with self-calibration, >= +1 IoU point over the release on the
+# 9 training supports x 33 validation queries, up on >= 7 of 9, AWD no larger, and >= +0.5 over the
+# control; then 16 more supports. The last step of each run was scored.
+#
+# | 9 supports x 33 validation queries, default schedule | IoU % (AWD mm) | vs release, mean ± SD over supports | without self-calibration: vs release | validation MSE, within-scan pairs |
+# |---|---|---|---|---|
+# | release, self-calibrated | 39.7 (8.40) | | (38.7 %) | 563 mm^2 |
+# | Mc with cross-patient pairs, released Mf | 37.3 (9.04) | **-2.45 ± 1.71** (1 of 9 up) | -2.31 | 679 mm^2 |
+# | control: Mc fine-tuned the same way, within-scan pairs only | 39.7 (8.47) | -0.05 ± 0.80 (7 of 9) | +0.22 | 564 mm^2 |
+#
+# **It fails, and loses 2.4 points against its control** (every organ down, brainstem most: -4.0).
+# Why, measured afterwards with the training patients' labels (a diagnostic; no label reached the
+# training): the affine maps put an organ's extreme points a median 32 mm (mean 47 mm) from their
+# true images (150 patient pairs), where the release's points on the validation queries are 23 mm
+# off on average. Organ centres fare little better: a median 22 mm (mean absolute error z 32, y 15,
+# x 7.5 mm over 40 pairs; registered on the 3 x 2 x 2 mm grid instead: 18 mm, z 25 mm), and along z
+# the maps hardly beat no registration at all (z 34 mm). The scans cover different lengths of the
+# body, so an intensity-driven global alignment drifts along z, the very axis where RPR-Loc errs
+# most. The network was taught targets noisier than its own answers. Cross-patient pairs need
+# correspondences better than RPR-Loc's own; a global affine registration does not give them. The
+# registrations, the fine-tuning script and both checkpoints stayed outside the repository.
