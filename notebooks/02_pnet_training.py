@@ -558,6 +558,18 @@ plt.show()
 # x 7.5 mm over 40 pairs; registered on the 3 x 2 x 2 mm grid instead: 18 mm, z 25 mm), and along z
 # the maps hardly beat no registration at all (z 34 mm). The scans cover different lengths of the
 # body, so an intensity-driven global alignment drifts along z, the very axis where RPR-Loc errs
-# most. The network was taught targets noisier than its own answers. Cross-patient pairs need
-# correspondences better than RPR-Loc's own; a global affine registration does not give them. The
-# registrations, the fine-tuning script and both checkpoints stayed outside the repository.
+# most. The network was taught targets noisier than its own answers.
+#
+# **Would better correspondences help?** A diagnostic, not a candidate (it uses the training
+# patients' labels, so it could never be the self-supervised release), with its reading fixed
+# before it was trained: the same recipe, each cross pair's map now the least-squares affine fitted
+# to the two patients' organ landmarks (extreme points and centres; residual a median 11.5 mm at
+# those landmarks, against 32 mm for the registrations), and the cross support patches drawn within
+# the organs' region ± 32 mm. Against the release, with self-calibration: **-0.01 ± 1.20** points
+# (4 of 9 up; uncalibrated +0.29), and **+0.04 against the control**; validation MSE 534 mm^2.
+# The rule read "<= +0.5 over the control: cross-patient pairs at Mc do not address the error, even
+# with label-grade correspondences". So the coarse model's disagreement between patients is not
+# what the remaining error is made of, or not one an affine correspondence can teach; with the
+# augmentations above and the extra coarse steps, this is the third Mc-side change that moves the
+# default schedule by less than half a point. The registrations, the fine-tuning script and the
+# three checkpoints stayed outside the repository.
