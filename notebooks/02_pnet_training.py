@@ -569,7 +569,7 @@ plt.show()
 # (4 of 9 up; uncalibrated +0.29), and **+0.04 against the control**; validation MSE 534 mm^2.
 # The rule read "<= +0.5 over the control: cross-patient pairs at Mc do not address the error, even
 # with label-grade correspondences". So the coarse model's disagreement between patients is not
-# what the remaining error is made of, or not one an affine correspondence can teach; with the
-# augmentations above and the extra coarse steps, this is the third Mc-side change that moves the
-# default schedule by less than half a point. The registrations, the fine-tuning script and the
+# what the remaining error is made of, or not one an affine correspondence can teach; like the
+# augmentations and the extra coarse steps above, this change to Mc moves the default schedule by
+# less than half a point. The registrations, the fine-tuning script and the
 # three checkpoints stayed outside the repository.
