@@ -571,5 +571,5 @@ plt.show()
 # with label-grade correspondences". So the coarse model's disagreement between patients is not
 # what the remaining error is made of, or not one an affine correspondence can teach; like the
 # augmentations and the extra coarse steps above, this change to Mc moves the default schedule by
-# less than half a point. The registrations, the fine-tuning script and the
-# three checkpoints stayed outside the repository.
+# less than half a point. The registrations, the fine-tuning script and the three checkpoints
+# stayed outside the repository.
