@@ -54,7 +54,7 @@ from rprloc_core.geometry.patches import (
     round_to_voxel,
 )
 from rprloc_core.geometry.volume import Volume
-from rprloc_core.rprloc.config import AVERAGE, ENSEMBLES, MOVES, REGROUP_STEPS, SCATTER, STARTS
+from rprloc_core.rprloc.config import AVERAGE, ENSEMBLES, REGROUP_STEPS, SCATTER, STARTS, STEPS
 
 # Bump when a change alters the engine's numbers or timings: cached predictions key on it.
 # 2: oneDNN convolutions, pairwise max pooling and per-model batch sizes (benchmarks/rprloc_inference.py).
@@ -279,7 +279,7 @@ def _normalise_supports(supports) -> list[tuple[Volume, np.ndarray]]:
     return out
 
 
-def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm=0.0):
+def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm=0.0, rng=None):
     if not isinstance(query, Volume):
         raise TypeError("query must be a Volume")
     supports = _normalise_supports(supports)
@@ -288,8 +288,8 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
         raise ValueError("schedule needs at least one step, e.g. ('coarse',)")
     models = {"coarse": coarse, "fine": fine}
     for name in schedule:
-        if name not in (*MOVES, *REGROUP_STEPS):
-            raise ValueError(f"schedule steps must be 'coarse', 'fine', {AVERAGE!r} or {SCATTER!r}, not {name!r}")
+        if name not in STEPS:
+            raise ValueError(f"schedule steps must be among {STEPS}, not {name!r}")
         if name not in REGROUP_STEPS and models[name] is None:
             raise ValueError(f"the schedule {schedule} uses the {name} model, but none was given")
     if ensemble not in ENSEMBLES:
@@ -304,6 +304,8 @@ def _prepare(query, supports, coarse, fine, schedule, k, ensemble, organ_of_poin
     if SCATTER in schedule and not (np.isfinite(scatter_mm) and scatter_mm > 0):
         raise ValueError(f"a {SCATTER!r} step needs a finite scatter_mm > 0 (its cube's half-width, mm), "
                          f"got {scatter_mm}")
+    if SCATTER in schedule and rng is None:
+        raise ValueError(f"a {SCATTER!r} step draws positions: give localize an rng")
     specs = {name: _spec(name, models[name]) for name in dict.fromkeys(schedule) if name not in REGROUP_STEPS}
     device = torch.device(device) if device is not None else _model_device(next(iter(specs.values())).model)
     _move_to([spec.model for spec in specs.values()], device)
@@ -365,11 +367,6 @@ def regroup_runs(pos: np.ndarray, step: str, rng, scatter_mm: float, lo_mm, hi_m
     return np.clip(mean + rng.uniform(-scatter_mm, scatter_mm, size=pos.shape), lo_mm, hi_mm)
 
 
-def _require_rng_for_scatter(schedule, rng) -> None:
-    if SCATTER in schedule and rng is None:
-        raise ValueError(f"a {SCATTER!r} step draws positions: give localize an rng")
-
-
 def _timing(wall_s, organ_of_point):
     if organ_of_point is None:
         return None, None
@@ -404,8 +401,7 @@ def localize(query: Volume, supports, coarse, fine=None, *, rng: np.random.Gener
     """
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
-        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm)
-    _require_rng_for_scatter(schedule, rng)
+        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm, rng)
     lo_mm, hi_mm = query.extent_mm()
     with _eval_mode([s.model for s in specs.values()]):
         if support_embeddings is None:
@@ -485,7 +481,7 @@ def localize_naive(query: Volume, supports, coarse, fine=None, *, rng: np.random
     uses it, to measure what batching and reuse buy."""
     t0 = time.perf_counter()
     supports, schedule, specs, device, grid, n_points = _prepare(
-        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm)
+        query, supports, coarse, fine, schedule, k, ensemble, organ_of_point, device, scatter_mm, rng)
     lo_mm, hi_mm = query.extent_mm()
 
     def embed_one(spec, grid_volume, pos_mm):
