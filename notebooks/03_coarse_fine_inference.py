@@ -269,6 +269,22 @@ display(Markdown(findings.training_evidence(settings, table2.per_query, training
 #   The registration's extreme points lie 36.5 mm from the true ones on average; one fine move brings
 #   them to 28.7 mm and two to 27.0, where the default schedule ends at 23.7. Not adopted; no
 #   confirmation run.
+#
+# One more (2026-11-29, the same 9 supports x 33 validation queries, seeded starts, rule written
+# before the scorer: with self-calibration, +1.0 point on the paper's box, up on >= 7 of 9, no
+# larger AWD, size-prior box not lower; then +1.0 on 6 fresh supports, as it doubles the patches):
+#
+# - **Round-trip correction.** After the default schedule puts the support's landmarks s at q in
+#   the query, the query serves as a support with landmarks q and they are localised back in the
+#   support (same schedule, own seeded starts), giving s'. The round trip's error s' - s is known
+#   without the query's labels; the answer is q minus w times it, on top of the self-calibration.
+#   If the two directions erred independently, w = 0.5 would halve the error's variance. The round
+#   trip misses by 11-17 mm on average (brainstem most). With self-calibration: w = 0.5 (the
+#   candidate) **-0.02 ± 1.10 points** (4 of 9 up, AWD +0.22 mm, size prior +0.05); w = 0.25
+#   +0.58 ± 0.61 (7 of 9); w = 1 -3.6 ± 2.0 (0 of 9). It fails. Without self-calibration the
+#   round trip gains +0.9 (w = 0.5, against the uncalibrated default), about what self-calibration
+#   gains, and the two do not add up: both mostly take off the networks' own bias, which the
+#   support's self-localisation measures more cheaply. Not adopted.
 
 # %% [markdown]
 # ### Scattered fine starts: measured, kept as an option, not the default (2026-11-29)
