@@ -79,6 +79,36 @@ def test_oracle_box_transfer_keeps_the_support_size_in_mm():
     assert box_iou_voxel(same, query_box) == pytest.approx(1.0)
 
 
+def test_shifted_box_metrics_moves_the_box_in_mm():
+    from rprloc_core.experiments.error_analysis import shifted_box_metrics
+    from rprloc_core.geometry.boxes import VoxelBox
+
+    true_box = VoxelBox(np.array([0.0, 0, 0]), np.array([9.0, 9, 9]))      # sides of 9 (paper's IoU), 2 x 1 x 1 mm
+    spacing = (2.0, 1.0, 1.0)
+    exact = shifted_box_metrics(true_box, true_box, spacing, np.zeros((1, 3)))
+    assert exact["iou_pct"] == pytest.approx(100.0) and exact["awd_mm"] == pytest.approx(0.0)
+    # 4 mm along z is 2 voxels: overlap 7 of a union of 11 along z
+    moved = shifted_box_metrics(true_box, true_box, spacing, np.array([[4.0, 0, 0]]))
+    assert moved["iou_pct"] == pytest.approx(100.0 * 7 / 11)
+    assert moved["centre_rms_z_mm"] == pytest.approx(4.0) and moved["centre_rms_x_mm"] == 0.0
+    # averaged over the shifts, and the shifts' root mean square per axis
+    both = shifted_box_metrics(true_box, true_box, spacing, np.array([[4.0, 0, 0], [-4.0, 0, 0]]))
+    assert both["iou_pct"] == pytest.approx(moved["iou_pct"])
+    assert both["centre_rms_z_mm"] == pytest.approx(4.0)
+    wide = shifted_box_metrics(true_box, true_box, spacing, np.array([[0, 3.0, 0]]))
+    assert wide["iou_pct"] == pytest.approx(100.0 * 6 / 12)      # 3 mm along y is 3 voxels
+
+
+def test_sd_for_iou_interpolates_the_noisy_ceiling():
+    from rprloc_core.experiments.error_analysis import sd_for_iou
+
+    table = pd.DataFrame({"sd_mm": [0.0, 2.0, 4.0, np.nan], "IoU %": [60.0, 56.0, 50.0, 40.0]})
+    assert sd_for_iou(table, 56.0) == pytest.approx(2.0)
+    assert sd_for_iou(table, 53.0) == pytest.approx(3.0)     # halfway between 56 and 50
+    assert np.isnan(sd_for_iou(table, 65.0))                 # above the exact centre's
+    assert np.isnan(sd_for_iou(table, 45.0))                 # the row without an SD is not on the curve
+
+
 def test_spread_flags_bad_boxes_auc_by_hand():
     from rprloc_core.experiments.error_analysis import flags_bad_boxes
 

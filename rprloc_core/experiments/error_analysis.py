@@ -9,6 +9,9 @@
 - `oracle_box_transfer`: the ceiling of one-shot box transfer on the real queries: the support's
   box, of the support's size, moved so that its centre sits on the query's true box centre. A
   method that found every organ's centre exactly would score this.
+- `centre_error_table`: the same box moved off the true centre by random errors of a known size,
+  beside the default schedule's own centre errors: how close to the true centre a method must come
+  to score a given IoU (the paper's, say) with the support's box size.
 
 Only validation patients and the protocol's supports and queries are used; nothing here is tuned.
 """
@@ -22,7 +25,7 @@ from rprloc_core.data import dataset
 from rprloc_core.evaluation.protocol import case_rng, organ_landmarks_mm
 from rprloc_core.evaluation.scoring import score_points, summarize
 from rprloc_core.experiments import models, rprloc_predictions
-from rprloc_core.geometry.boxes import VoxelBox, bounding_box
+from rprloc_core.geometry.boxes import VoxelBox, bounding_box, box_from_landmarks
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES
 from rprloc_core.metrics import box_metrics
 from rprloc_core.rprloc.inference import localize, stack_organ_landmarks
@@ -101,6 +104,88 @@ def oracle_box_transfer(settings, protocol) -> pd.DataFrame:
 def oracle_table(settings, protocol) -> pd.DataFrame:
     """The oracle's IoU and AWD per organ and Mean (mean and SD over supports)."""
     return summarize(oracle_box_transfer(settings, protocol), organs=protocol.organs).drop(columns=["time_s"])
+
+
+# ----------------------------------------------------------------- what the ceiling asks of the centres
+
+CENTRE_ERROR_SD_MM = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+CENTRE_ERROR_DRAWS = 64
+CENTRE_ERROR_LABEL = "support box, centre off by N(0, {sd:g} mm) per axis"
+ON_DEFAULT_CENTRE = "support box on the default schedule's box centre"
+DEFAULT_BOX = "default schedule's own box"
+
+
+def shifted_box_metrics(box: VoxelBox, true_box: VoxelBox, spacing, shifts_mm: np.ndarray) -> dict:
+    """The box metrics of `box` moved by each shift (N, 3) mm, averaged over the shifts, and the
+    root mean square shift per axis (mm)."""
+    shifts_mm = np.asarray(shifts_mm, dtype=float).reshape(-1, 3)
+    shifts_idx = shifts_mm / np.asarray(spacing, dtype=float)
+    metrics = pd.DataFrame([box_metrics(VoxelBox(box.lo + d, box.hi + d), true_box, spacing) for d in shifts_idx])
+    rms = np.sqrt(np.mean(shifts_mm ** 2, axis=0))
+    return {**metrics.mean().to_dict(), **{f"centre_rms_{a}_mm": rms[i] for i, a in enumerate(AXES)}}
+
+
+def centre_error_transfer(settings, protocol, sd_mm=CENTRE_ERROR_SD_MM, draws: int = CENTRE_ERROR_DRAWS,
+                          predictions: bool = True) -> pd.DataFrame:
+    """Per (setting, support, query, organ): the oracle's box (the support's box on the query's true
+    centre) moved by normal centre errors of SD `sd` mm on every axis, metrics averaged over `draws`
+    seeded draws (one set per pair and organ, scaled for every SD, so the SDs differ only in size).
+    With `predictions` (the cached default schedule, self-calibrated), two more settings from the
+    same boxes: the support's box on the default schedule's box centre, and that schedule's own box;
+    their centre_rms columns are the schedule's signed centre error per axis (mm)."""
+    rows = []
+    for support_id, query_id in protocol.pairs:
+        support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
+        run = rprloc_predictions.read(settings, support_id, query_id) if predictions else None
+        for organ in [o for o in protocol.organs if o in query.labels and o in support.labels]:
+            true_box = bounding_box(query.labels[organ])
+            box = transferred_box(bounding_box(support.labels[organ]), support.spacing, true_box, query.spacing)
+            key = {"support": support_id, "query": query_id, "organ": organ}
+            unit = case_rng(settings.seed, support_id, query_id, organ).standard_normal((draws, 3))
+            for sd in sd_mm:
+                rows.append({"method": CENTRE_ERROR_LABEL.format(sd=sd), "sd_mm": float(sd), **key,
+                             **shifted_box_metrics(box, true_box, query.spacing, unit * float(sd))})
+            if run is None:
+                continue
+            points = run["default_points_mm"][np.asarray(run.organ_of_point) == organ]
+            predicted = box_from_landmarks(query.mm_to_idx(points), "extreme")
+            error_mm = (predicted.centre - true_box.centre) * np.asarray(query.spacing)
+            signed = {f"centre_rms_{a}_mm": error_mm[i] for i, a in enumerate(AXES)}
+            rows.append({"method": ON_DEFAULT_CENTRE, "sd_mm": np.nan, **key,
+                         **shifted_box_metrics(box, true_box, query.spacing, error_mm)})
+            rows.append({"method": DEFAULT_BOX, "sd_mm": np.nan, **key,
+                         **box_metrics(predicted, true_box, query.spacing), **signed})
+    frame = pd.DataFrame(rows)
+    frame["point_error_mm"], frame["time_s"] = np.nan, np.nan
+    return frame
+
+
+def centre_error_table(per_query: pd.DataFrame, organs) -> pd.DataFrame:
+    """One row per setting: the centre's root mean square error per axis over every (support,
+    query, organ) (mm), IoU per organ and their mean (mean over supports, as `summarize`), the mean's
+    SD over supports, and AWD."""
+    summary = summarize(per_query, organs=organs).drop(columns=["time_s", "point_error_mm"])
+    iou = summary.pivot(index="method", columns="organ", values="iou_pct")[[*organs, "Mean"]]
+    mean = summary[summary.organ == "Mean"].set_index("method")
+    rms_columns = [f"centre_rms_{a}_mm" for a in AXES]
+    rms = per_query.groupby("method", sort=False)[rms_columns].apply(lambda f: np.sqrt((f ** 2).mean()))
+    out = rms.join(per_query.groupby("method", sort=False).sd_mm.first())
+    spread = mean[["iou_pct_sd_over_supports", "awd_mm"]].rename(
+        columns={"iou_pct_sd_over_supports": "Mean IoU SD over supports", "awd_mm": "AWD mm"})
+    out = out.join(iou.rename(columns=lambda o: f"{o} IoU %")).join(spread).rename(columns={"Mean IoU %": "IoU %"})
+    return out.reset_index()[["method", "sd_mm", *rms_columns, *[f"{o} IoU %" for o in organs], "IoU %",
+                              "Mean IoU SD over supports", "AWD mm"]]
+
+
+def sd_for_iou(table: pd.DataFrame, iou_pct: float) -> float:
+    """The smallest centre error SD (mm per axis) at which the noisy oracle's mean IoU falls to
+    `iou_pct` (linear between the measured SDs); NaN if it never does within them."""
+    curve = table.dropna(subset=["sd_mm"]).sort_values("sd_mm")
+    ious, sds = curve["IoU %"].to_numpy(dtype=float), curve["sd_mm"].to_numpy(dtype=float)
+    for i in range(len(ious) - 1):
+        if ious[i] >= iou_pct >= ious[i + 1] and ious[i] > ious[i + 1]:
+            return float(sds[i] + (ious[i] - iou_pct) / (ious[i] - ious[i + 1]) * (sds[i + 1] - sds[i]))
+    return float(sds[0]) if len(ious) and ious[0] == iou_pct else float("nan")
 
 
 # ----------------------------------------------------------------- the spread of the K runs

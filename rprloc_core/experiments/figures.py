@@ -5,7 +5,8 @@ functions draw what they are given.
     spacing_distribution, before_after_resampling, intensity_map_figure   notebook 01
     pnet_loss_curves                                                      notebook 02
     table2_chart, method_on_real_ct, self_localisation_errors,
-    schedule_tradeoff, run_spread_figure, few_shot_chart                  notebook 03 (paper Table 2, beyond)
+    centre_error_ceiling, schedule_tradeoff, run_spread_figure,
+    few_shot_chart                                                        notebook 03 (paper Table 2, beyond)
     table1_chart, mandible_diagonal_vs_extreme                            notebook 04 (paper Table 1)
     autoencoder_training, autoencoder_reconstructions, table3_chart,
     figure4                                                               notebook 05 (paper Table 3, Figure 4)
@@ -204,6 +205,32 @@ def self_localisation_errors(axis_table, per_run):
     axes[1].set_ylabel("median error of one run (mm)")
     axes[1].legend(fontsize=7)
     fig.suptitle("Self-localisation on validation patients (each is its own support and query)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def centre_error_ceiling(table, paper_iou_pct: float, organs=HAN_ORGANS):
+    """The support's box on the true centre moved by random centre errors: IoU against the errors'
+    SD per axis (mean and per organ), the paper's Mc + Mf level, and the default schedule's boxes
+    placed at their centre's root mean square error (over the three axes)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    curve = table.dropna(subset=["sd_mm"]).sort_values("sd_mm")
+    for organ in organs:
+        ax.plot(curve.sd_mm, curve[f"{organ} IoU %"], lw=1, alpha=0.6, color=ORGAN_COLOURS.get(organ), label=organ)
+    ax.plot(curve.sd_mm, curve["IoU %"], lw=2.5, color="k", marker="o", ms=4, label="mean over organs")
+    ax.axhline(paper_iou_pct, ls="--", color="gray", lw=1)
+    ax.text(curve.sd_mm.min(), paper_iou_pct + 0.8, f"paper, Mc + Mf: {paper_iou_pct:.1f} %", ha="left",
+            fontsize=8, color="gray")
+    rms_columns = [c for c in table.columns if c.startswith("centre_rms_")]
+    for (_, row), marker in zip(table[table.sd_mm.isna()].iterrows(), ("s", "D")):
+        rms = float(np.sqrt(np.mean(np.square(row[rms_columns].to_numpy(dtype=float)))))
+        ax.plot([rms], [row["IoU %"]], marker=marker, ms=8, ls="none", color="tab:red",
+                label=f"{row.method} ({row['IoU %']:.1f} %)")
+    ax.set_xlabel("centre error: SD per axis (mm); markers at their root mean square error per axis")
+    ax.set_ylabel("IoU % (test queries)")
+    ax.set_ylim(0, 80)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("The support's box on the true centre, moved by random centre errors", fontsize=9)
     fig.tight_layout()
     return fig
 
