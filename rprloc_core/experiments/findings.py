@@ -235,8 +235,8 @@ def centre_error_findings(table: pd.DataFrame, paper_iou_pct: float, sd_at_paper
              f"- The default schedule's box centres miss by {', '.join(f'{a} {v:.1f}' for a, v in rms.items())} mm "
              f"(root mean square per axis). The support's box on those centres scores {on_centre['IoU %']:.1f} %, "
              f"the schedule's own box {own['IoU %']:.1f} %: against the exact centre the centres cost "
-             f"{exact - on_centre['IoU %']:.1f} points and the predicted box size "
-             f"{on_centre['IoU %'] - own['IoU %']:.1f} more."]
+             f"{exact - on_centre['IoU %']:.1f} points, and the predicted box size instead of the support's "
+             f"changes that by {own['IoU %'] - on_centre['IoU %']:+.1f}."]
     if np.isfinite(sd_at_paper_mm) and sd_at_paper_mm > 0:
         overall = float(np.sqrt(np.mean(np.square(list(rms.values())))))
         lines.append(f"- So the paper's level asks for centres about {overall / sd_at_paper_mm:.1f} times closer "
