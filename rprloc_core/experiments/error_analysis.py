@@ -86,19 +86,25 @@ def transferred_box(support_box: VoxelBox, support_spacing, query_box: VoxelBox,
     return VoxelBox(query_box.centre - half_idx, query_box.centre + half_idx)
 
 
-def oracle_box_transfer(settings, protocol) -> pd.DataFrame:
-    """Per (support, query, organ): the metrics of the support's box moved onto the query's true
-    box centre (the position oracle), in the frame `summarize` takes."""
-    rows = []
+def transferred_boxes(settings, protocol):
+    """For every (support, query) pair of the protocol and organ both have: (support id, query id,
+    organ, the query case, the query's true box, the support's box moved onto its centre)."""
     for support_id, query_id in protocol.pairs:
         support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
         for organ in [o for o in protocol.organs if o in query.labels and o in support.labels]:
             true_box = bounding_box(query.labels[organ])
             box = transferred_box(bounding_box(support.labels[organ]), support.spacing, true_box, query.spacing)
-            rows.append({"method": "Oracle: support box on the true centre", "support": support_id, "query": query_id,
-                         "organ": organ, **box_metrics(box, true_box, query.spacing),
-                         "point_error_mm": np.nan, "time_s": np.nan})
-    return pd.DataFrame(rows)
+            yield support_id, query_id, organ, query, true_box, box
+
+
+def oracle_box_transfer(settings, protocol) -> pd.DataFrame:
+    """Per (support, query, organ): the metrics of the support's box moved onto the query's true
+    box centre (the position oracle), in the frame `summarize` takes."""
+    boxes = transferred_boxes(settings, protocol)
+    return pd.DataFrame([{"method": "Oracle: support box on the true centre", "support": support_id,
+                          "query": query_id, "organ": organ, **box_metrics(box, true_box, query.spacing),
+                          "point_error_mm": np.nan, "time_s": np.nan}
+                         for support_id, query_id, organ, query, true_box, box in boxes])
 
 
 def oracle_table(settings, protocol) -> pd.DataFrame:
@@ -133,20 +139,16 @@ def centre_error_transfer(settings, protocol, sd_mm=CENTRE_ERROR_SD_MM, draws: i
     With `predictions` (the cached default schedule, self-calibrated), two more settings from the
     same boxes: the support's box on the default schedule's box centre, and that schedule's own box;
     their centre_rms columns are the schedule's signed centre error per axis (mm)."""
-    rows = []
-    for support_id, query_id in protocol.pairs:
-        support, query = dataset.load_case(settings, support_id), dataset.load_case(settings, query_id)
-        run = rprloc_predictions.read(settings, support_id, query_id) if predictions else None
-        for organ in [o for o in protocol.organs if o in query.labels and o in support.labels]:
-            true_box = bounding_box(query.labels[organ])
-            box = transferred_box(bounding_box(support.labels[organ]), support.spacing, true_box, query.spacing)
-            key = {"support": support_id, "query": query_id, "organ": organ}
-            unit = case_rng(settings.seed, support_id, query_id, organ).standard_normal((draws, 3))
-            for sd in sd_mm:
-                rows.append({"method": CENTRE_ERROR_LABEL.format(sd=sd), "sd_mm": float(sd), **key,
-                             **shifted_box_metrics(box, true_box, query.spacing, unit * float(sd))})
-            if run is None:
-                continue
+    rows, run, run_pair = [], None, None
+    for support_id, query_id, organ, query, true_box, box in transferred_boxes(settings, protocol):
+        key = {"support": support_id, "query": query_id, "organ": organ}
+        unit = case_rng(settings.seed, support_id, query_id, organ).standard_normal((draws, 3))
+        for sd in sd_mm:
+            rows.append({"method": CENTRE_ERROR_LABEL.format(sd=sd), "sd_mm": float(sd), **key,
+                         **shifted_box_metrics(box, true_box, query.spacing, unit * float(sd))})
+        if predictions:
+            if run_pair != (support_id, query_id):            # the organs of a pair come in a row: one read each
+                run, run_pair = rprloc_predictions.read(settings, support_id, query_id), (support_id, query_id)
             points = run["default_points_mm"][np.asarray(run.organ_of_point) == organ]
             predicted = box_from_landmarks(query.mm_to_idx(points), "extreme")
             error_mm = (predicted.centre - true_box.centre) * np.asarray(query.spacing)
