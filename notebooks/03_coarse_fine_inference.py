@@ -182,7 +182,8 @@ display(Markdown(findings.schedule_findings(schedule_table, default.label)))
 # 3. **What the networks learned**: their validation losses next to the localisation error.
 # 4. **What the paper's level asks of the centres**: the ceiling's box moved off the true centre
 #    by random errors of a known size (normal, the same SD on every axis, 64 seeded draws per box),
-#    next to the default schedule's own centre errors on the same queries.
+#    next to the default schedule's own centre errors on the same queries, and to the box centres
+#    of the self-localisation test (2.), where only the networks can err.
 
 # %%
 oracle = error_analysis.oracle_table(settings, protocol)
@@ -206,12 +207,16 @@ centre_errors = error_analysis.centre_error_table(error_analysis.centre_error_tr
                                                   protocol.organs)
 write_table(centre_errors, "centre_error_ceiling", results)
 display(Markdown(markdown_table(centre_errors, floatfmt=".1f")))
+same_scan = error_analysis.centre_axis_table(error_analysis.box_centre_errors(per_point))
+write_table(same_scan, "self_localisation_centre_errors", results)
+display(Markdown(markdown_table(same_scan, floatfmt=".1f")))
 paper_iou = paper_mean("rprloc_table2", method=STAGE_LABELS["fine"])
-fig = figures.centre_error_ceiling(centre_errors, paper_iou, protocol.organs)
+fig = figures.centre_error_ceiling(centre_errors, paper_iou, protocol.organs,
+                                   same_scan_rms_mm=error_analysis.overall_rms_mm(same_scan, "Mc + Mf"))
 save_figure(fig, "centre_error_ceiling", results)
 plt.show()
 display(Markdown(findings.centre_error_findings(centre_errors, paper_iou,
-                                                error_analysis.sd_for_iou(centre_errors, paper_iou))))
+                                                error_analysis.sd_for_iou(centre_errors, paper_iou), same_scan)))
 
 # %% [markdown]
 # For scale: OpenKBP's CT has a median in-plane spacing of 3.9 mm and 2.5 mm between slices

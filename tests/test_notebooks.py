@@ -22,6 +22,7 @@ EXPECTED = {
                                  "tables/r_sweep.csv", "tables/oracle_box_transfer.csv",
                                  "tables/self_localisation_axis_errors.csv", "figures/self_localisation_errors.png",
                                  "tables/centre_error_ceiling.csv", "figures/centre_error_ceiling.png",
+                                 "tables/self_localisation_centre_errors.csv",
                                  "tables/schedule_validation.csv", "figures/schedule_validation.png"],
     "04_diagonal_vs_extreme": ["tables/table1_diagonal_vs_extreme.csv", "figures/mandible_diagonal_vs_extreme.png",
                                "tables/size_prior_validation.csv", "tables/size_prior_test.csv",

@@ -79,6 +79,36 @@ def axis_error_table(per_point: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def box_centre_errors(per_point: pd.DataFrame) -> pd.DataFrame:
+    """Per (case, organ, stage) of `self_localisation`'s points: the signed error per axis (mm) of
+    the centre of the box the extreme points span (along each axis, the mean of that axis's min and
+    max point's errors)."""
+    rows = []
+    for (case, organ, stage), part in per_point.groupby(["case", "organ", "stage"], sort=False):
+        signed = part.set_index("landmark")
+        centre = {f"signed_{a}_mm": signed.loc[[f"{a}_min", f"{a}_max"], f"signed_{a}_mm"].mean() for a in AXES}
+        rows.append({"case": case, "organ": organ, "stage": stage, **centre})
+    return pd.DataFrame(rows)
+
+
+def centre_axis_table(centre_errors: pd.DataFrame) -> pd.DataFrame:
+    """Mean signed, mean absolute and root mean square box-centre error (mm) per stage and axis."""
+    rows = []
+    for stage, part in centre_errors.groupby("stage", sort=False):
+        for a in AXES:
+            values = part[f"signed_{a}_mm"]
+            rows.append({"stage": stage, "axis": a, "mean_signed_error_mm": values.mean(),
+                         "mean_absolute_error_mm": values.abs().mean(),
+                         "rms_error_mm": float(np.sqrt(np.mean(np.square(values)))), "n_boxes": len(values)})
+    return pd.DataFrame(rows)
+
+
+def overall_rms_mm(centre_axis: pd.DataFrame, stage: str) -> float:
+    """One stage's centre error of `centre_axis_table` in one number: the root mean square over the
+    three axes of its per-axis root mean square errors (mm)."""
+    return float(np.sqrt(np.mean(np.square(centre_axis[centre_axis.stage == stage].rms_error_mm))))
+
+
 def transferred_box(support_box: VoxelBox, support_spacing, query_box: VoxelBox, query_spacing) -> VoxelBox:
     """The support's box, of its physical size, centred on the query box's centre (query voxels)."""
     half_mm = (np.asarray(support_box.hi) - np.asarray(support_box.lo)) * np.asarray(support_spacing) / 2.0

@@ -209,10 +209,11 @@ def self_localisation_errors(axis_table, per_run):
     return fig
 
 
-def centre_error_ceiling(table, paper_iou_pct: float, organs=HAN_ORGANS):
+def centre_error_ceiling(table, paper_iou_pct: float, organs=HAN_ORGANS, same_scan_rms_mm: float | None = None):
     """The support's box on the true centre moved by random centre errors: IoU against the errors'
     SD per axis (mean and per organ), the paper's Mc + Mf level, and the default schedule's boxes
-    placed at their centre's root mean square error (over the three axes)."""
+    placed at their centre's root mean square error (over the three axes). `same_scan_rms_mm`: the
+    networks' own centre error within one scan (self-localisation), drawn as a vertical line."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     curve = table.dropna(subset=["sd_mm"]).sort_values("sd_mm")
     for organ in organs:
@@ -226,6 +227,9 @@ def centre_error_ceiling(table, paper_iou_pct: float, organs=HAN_ORGANS):
         rms = float(np.sqrt(np.mean(np.square(row[rms_columns].to_numpy(dtype=float)))))
         ax.plot([rms], [row["IoU %"]], marker=marker, ms=8, ls="none", color="tab:red",
                 label=f"{row.method} ({row['IoU %']:.1f} %)")
+    if same_scan_rms_mm is not None:
+        ax.axvline(same_scan_rms_mm, ls=":", color="tab:purple", lw=1.5,
+                   label=f"self-localisation, same scan: centre error {same_scan_rms_mm:.1f} mm")
     ax.set_xlabel("centre error: SD per axis (mm); markers at their root mean square error per axis")
     ax.set_ylabel("IoU % (test queries)")
     ax.set_ylim(0, 80)
