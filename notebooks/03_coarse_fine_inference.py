@@ -207,7 +207,7 @@ centre_errors = error_analysis.centre_error_table(error_analysis.centre_error_tr
                                                   protocol.organs)
 write_table(centre_errors, "centre_error_ceiling", results)
 display(Markdown(markdown_table(centre_errors, floatfmt=".1f")))
-same_scan = error_analysis.centre_axis_table(error_analysis.box_centre_errors(per_point))
+same_scan = error_analysis.axis_error_table(error_analysis.box_centre_errors(per_point), count="n_boxes")
 write_table(same_scan, "self_localisation_centre_errors", results)
 display(Markdown(markdown_table(same_scan, floatfmt=".1f")))
 paper_iou = paper_mean("rprloc_table2", method=STAGE_LABELS["fine"])

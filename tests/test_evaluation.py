@@ -100,7 +100,7 @@ def test_shifted_box_metrics_moves_the_box_in_mm():
 
 
 def test_box_centre_errors_average_each_axis_min_and_max_point():
-    from rprloc_core.experiments.error_analysis import box_centre_errors, centre_axis_table, overall_rms_mm
+    from rprloc_core.experiments.error_analysis import axis_error_table, box_centre_errors, overall_rms_mm
 
     names = ["z_min", "z_max", "y_min", "y_max", "x_min", "x_max"]
     signed = {"z": [2.0, 4.0, 9, 9, 9, 9], "y": [9, 9, -1.0, -3.0, 9, 9], "x": [9, 9, 9, 9, 0.0, 6.0]}
@@ -111,7 +111,7 @@ def test_box_centre_errors_average_each_axis_min_and_max_point():
     # only each axis's own two points count: z (2 + 4) / 2, y (-1 - 3) / 2, x (0 + 6) / 2
     assert centres.loc["a", ["signed_z_mm", "signed_y_mm", "signed_x_mm"]].tolist() == [3.0, -2.0, 3.0]
     assert centres.loc["b", "signed_z_mm"] == -3.0
-    table = centre_axis_table(box_centre_errors(per_point)).set_index("axis")
+    table = axis_error_table(box_centre_errors(per_point), count="n_boxes").set_index("axis")
     assert table.loc["z", "mean_signed_error_mm"] == 0.0 and table.loc["z", "rms_error_mm"] == 3.0
     assert table.loc["y", "mean_absolute_error_mm"] == 2.0 and table.loc["z", "n_boxes"] == 2
     assert overall_rms_mm(table.reset_index(), "Mc + Mf") == pytest.approx(np.sqrt((9 + 4 + 9) / 3))

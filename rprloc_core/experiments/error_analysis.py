@@ -68,14 +68,17 @@ def self_localisation(settings, case_ids, organs, k: int | None = None) -> tuple
     return pd.DataFrame(points_rows), pd.DataFrame(run_rows)
 
 
-def axis_error_table(per_point: pd.DataFrame) -> pd.DataFrame:
-    """Mean signed and mean absolute error (mm) per stage and axis, over landmarks and cases."""
+def axis_error_table(errors: pd.DataFrame, count: str = "n_landmarks") -> pd.DataFrame:
+    """Mean signed, mean absolute and root mean square error (mm) per stage and axis over the rows
+    of `errors` (its signed_<axis>_mm columns): the landmarks of `self_localisation`, or the box
+    centres of `box_centre_errors` (count="n_boxes")."""
     rows = []
-    for stage, part in per_point.groupby("stage", sort=False):
+    for stage, part in errors.groupby("stage", sort=False):
         for a in AXES:
             values = part[f"signed_{a}_mm"]
             rows.append({"stage": stage, "axis": a, "mean_signed_error_mm": values.mean(),
-                         "mean_absolute_error_mm": values.abs().mean(), "n_landmarks": len(values)})
+                         "mean_absolute_error_mm": values.abs().mean(),
+                         "rms_error_mm": float(np.sqrt(np.mean(np.square(values)))), count: len(values)})
     return pd.DataFrame(rows)
 
 
@@ -91,22 +94,10 @@ def box_centre_errors(per_point: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def centre_axis_table(centre_errors: pd.DataFrame) -> pd.DataFrame:
-    """Mean signed, mean absolute and root mean square box-centre error (mm) per stage and axis."""
-    rows = []
-    for stage, part in centre_errors.groupby("stage", sort=False):
-        for a in AXES:
-            values = part[f"signed_{a}_mm"]
-            rows.append({"stage": stage, "axis": a, "mean_signed_error_mm": values.mean(),
-                         "mean_absolute_error_mm": values.abs().mean(),
-                         "rms_error_mm": float(np.sqrt(np.mean(np.square(values)))), "n_boxes": len(values)})
-    return pd.DataFrame(rows)
-
-
-def overall_rms_mm(centre_axis: pd.DataFrame, stage: str) -> float:
-    """One stage's centre error of `centre_axis_table` in one number: the root mean square over the
-    three axes of its per-axis root mean square errors (mm)."""
-    return float(np.sqrt(np.mean(np.square(centre_axis[centre_axis.stage == stage].rms_error_mm))))
+def overall_rms_mm(axis_errors: pd.DataFrame, stage: str) -> float:
+    """One stage's error of `axis_error_table` in one number: the root mean square over the three
+    axes of its per-axis root mean square errors (mm)."""
+    return float(np.sqrt(np.mean(np.square(axis_errors[axis_errors.stage == stage].rms_error_mm))))
 
 
 def transferred_box(support_box: VoxelBox, support_spacing, query_box: VoxelBox, query_spacing) -> VoxelBox:

@@ -226,7 +226,7 @@ def error_analysis_findings(axis_errors: pd.DataFrame, oracle: pd.DataFrame, tab
 def centre_error_findings(table: pd.DataFrame, paper_iou_pct: float, sd_at_paper_mm: float,
                           same_scan: pd.DataFrame | None = None, same_scan_stage: str = "Mc + Mf") -> str:
     """What the paper's IoU asks of the centres, from `error_analysis.centre_error_table`; with
-    `same_scan` (`error_analysis.centre_axis_table` of self-localisation), how the networks' own
+    `same_scan` (`error_analysis.axis_error_table` of the self-localisation's box centres), how the networks' own
     centre error within one scan compares."""
     rows = table.set_index("method")
     own, on_centre = rows.loc[DEFAULT_BOX], rows.loc[ON_DEFAULT_CENTRE]
