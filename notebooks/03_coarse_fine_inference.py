@@ -221,10 +221,10 @@ display(Markdown(findings.centre_error_findings(centre_errors, paper_iou,
 # %% [markdown]
 # For scale: OpenKBP's CT has a median in-plane spacing of 3.9 mm and 2.5 mm between slices
 # (notebook 01's dataset table), so the paper's level asks RPR-Loc to place an organ's centre in
-# another patient to within about one native voxel per axis. Self-localisation above, where the
-# query is the support itself and only the networks can err, already leaves several millimetres per
-# axis at the extreme points. The few-shot table below shows what more supports buy on the same
-# scale.
+# another patient to within about one native voxel per axis. Self-localisation, where the query is
+# the support itself and only the networks can err, already leaves more than that at the box
+# centres (the last finding above). The few-shot table below shows what more supports buy on the
+# same scale.
 
 # %%
 training = tables.pnet_training_table(settings, models.training_summaries(settings))
