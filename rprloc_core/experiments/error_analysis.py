@@ -94,10 +94,14 @@ def box_centre_errors(per_point: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rms_over_axes(per_axis_rms_mm) -> float:
+    """Per-axis root mean square errors (mm) in one number: their root mean square over the axes."""
+    return float(np.sqrt(np.mean(np.square(np.asarray(per_axis_rms_mm, dtype=float)))))
+
+
 def overall_rms_mm(axis_errors: pd.DataFrame, stage: str) -> float:
-    """One stage's error of `axis_error_table` in one number: the root mean square over the three
-    axes of its per-axis root mean square errors (mm)."""
-    return float(np.sqrt(np.mean(np.square(axis_errors[axis_errors.stage == stage].rms_error_mm))))
+    """One stage's error of `axis_error_table` in one number (`rms_over_axes`, mm)."""
+    return rms_over_axes(axis_errors[axis_errors.stage == stage].rms_error_mm)
 
 
 def transferred_box(support_box: VoxelBox, support_spacing, query_box: VoxelBox, query_spacing) -> VoxelBox:
@@ -208,7 +212,7 @@ def sd_for_iou(table: pd.DataFrame, iou_pct: float) -> float:
     for i in range(len(ious) - 1):
         if ious[i] >= iou_pct >= ious[i + 1] and ious[i] > ious[i + 1]:
             return float(sds[i] + (ious[i] - iou_pct) / (ious[i] - ious[i + 1]) * (sds[i + 1] - sds[i]))
-    return float(sds[0]) if len(ious) and ious[0] == iou_pct else float("nan")
+    return float("nan")
 
 
 # ----------------------------------------------------------------- the spread of the K runs

@@ -37,6 +37,7 @@ from rprloc_core.experiments import (
     rprloc_predictions,
     template_predictions,
 )
+from rprloc_core.experiments.error_analysis import rms_over_axes
 from rprloc_core.experiments.paper import RPRLOC_LABEL, TEMPLATE_LABELS
 from rprloc_core.geometry.boxes import bounding_box, box_from_landmarks, mask_centroid
 from rprloc_core.geometry.landmarks import EXTREME_POINT_NAMES, diagonal_points, extreme_points
@@ -224,7 +225,7 @@ def centre_error_ceiling(table, paper_iou_pct: float, organs=HAN_ORGANS, same_sc
             fontsize=8, color="gray")
     rms_columns = [c for c in table.columns if c.startswith("centre_rms_")]
     for (_, row), marker in zip(table[table.sd_mm.isna()].iterrows(), ("s", "D")):
-        rms = float(np.sqrt(np.mean(np.square(row[rms_columns].to_numpy(dtype=float)))))
+        rms = rms_over_axes(row[rms_columns])
         ax.plot([rms], [row["IoU %"]], marker=marker, ms=8, ls="none", color="tab:red",
                 label=f"{row.method} ({row['IoU %']:.1f} %)")
     if same_scan_rms_mm is not None:

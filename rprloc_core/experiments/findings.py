@@ -11,7 +11,7 @@ import pandas as pd
 
 from rprloc_core.experiments import models
 from rprloc_core.experiments.answer_checks import VARIANTS
-from rprloc_core.experiments.error_analysis import DEFAULT_BOX, ON_DEFAULT_CENTRE, overall_rms_mm
+from rprloc_core.experiments.error_analysis import DEFAULT_BOX, ON_DEFAULT_CENTRE, overall_rms_mm, rms_over_axes
 from rprloc_core.experiments.paper import (
     CLEAR_MARGIN_PTS,
     RPRLOC_LABEL,
@@ -226,8 +226,8 @@ def error_analysis_findings(axis_errors: pd.DataFrame, oracle: pd.DataFrame, tab
 def centre_error_findings(table: pd.DataFrame, paper_iou_pct: float, sd_at_paper_mm: float,
                           same_scan: pd.DataFrame | None = None, same_scan_stage: str = "Mc + Mf") -> str:
     """What the paper's IoU asks of the centres, from `error_analysis.centre_error_table`; with
-    `same_scan` (`error_analysis.axis_error_table` of the self-localisation's box centres), how the networks' own
-    centre error within one scan compares."""
+    `same_scan` (`error_analysis.axis_error_table` of the self-localisation's box centres), how the
+    networks' own centre error within one scan compares."""
     rows = table.set_index("method")
     own, on_centre = rows.loc[DEFAULT_BOX], rows.loc[ON_DEFAULT_CENTRE]
     rms = {a: own[f"centre_rms_{a}_mm"] for a in "zyx"}
@@ -241,7 +241,7 @@ def centre_error_findings(table: pd.DataFrame, paper_iou_pct: float, sd_at_paper
              f"{exact - on_centre['IoU %']:.1f} points, and the predicted box size instead of the support's "
              f"changes that by {own['IoU %'] - on_centre['IoU %']:+.1f}."]
     if np.isfinite(sd_at_paper_mm) and sd_at_paper_mm > 0:
-        overall = float(np.sqrt(np.mean(np.square(list(rms.values())))))
+        overall = rms_over_axes(list(rms.values()))
         lines.append(f"- So the paper's level asks for centres about {overall / sd_at_paper_mm:.1f} times closer "
                      f"than today's ({overall:.1f} mm per axis, root mean square over the three axes).")
     if same_scan is not None:
